@@ -1,0 +1,1 @@
+"""Shared yardstick, data sources and benchmark harness for the efficient-inference methods in this repo."""

@@ -1,0 +1,113 @@
+"""`python -m benchmarks run|report|list|calibrate|data`: the one harness every method is measured with."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from benchmarks.runner import DEFAULT_RESULTS
+
+
+def _run(args: argparse.Namespace) -> int:
+    from benchmarks.registry import discover_tasks, select_tasks
+    from benchmarks.report import write_report
+    from benchmarks.runner import TasksFailed, run_tasks
+
+    tasks, errors = discover_tasks()
+    tasks = select_tasks(tasks, args.only)
+    # a package that fails to load matters only when the run asked for it (or for everything)
+    errors = [m for name, m in errors.items() if not args.only or any(o.split(".")[0] == name for o in args.only)]
+    for message in errors:
+        print(f"error: {message}", file=sys.stderr)
+    status = 1 if errors else 0
+    try:
+        run_tasks(
+            tasks, profile=args.profile, device=args.device, results_path=args.results,
+            data_dir=args.data_dir, threads=args.threads,
+        )
+    except TasksFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        status = 1
+    report = write_report(args.results, args.report_dir or args.results.parent)
+    print(f"report: {report}")
+    return status
+
+
+def _report(args: argparse.Namespace) -> int:
+    from benchmarks.report import write_report
+
+    print(f"report: {write_report(args.results, args.report_dir or args.results.parent)}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from benchmarks.registry import discover_tasks
+
+    tasks, errors = discover_tasks()
+    for task in tasks:
+        print(f"{task.name:32s} {task.method:10s} {task.description}")
+    for message in errors.values():
+        print(f"error: {message}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from benchmarks.yardstick import calibrate, select_device, set_threads
+
+    threads = set_threads(args.threads)
+    calibration = calibrate(select_device(args.device))
+    print(f"{calibration.device_name} ({threads} threads): fp32 {calibration.fp32_tflops} TFLOP/s, "
+          f"bf16 {calibration.bf16_tflops or 'n/a'} TFLOP/s")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present, else cpu)")
+        p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+
+    run = sub.add_parser("run", help="run the registered tasks, append results, write the report")
+    run.add_argument("--profile", choices=["quick", "full"], default="quick",
+                     help="quick: minutes on a laptop CPU; full: the papers' protocols, for GPU runners")
+    run.add_argument("--only", nargs="+", default=None, help="task names or methods to run (default: all)")
+    run.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="JSONL results file (appended)")
+    run.add_argument("--report-dir", type=Path, default=None, help="where report.md and plots go (default: beside results)")
+    run.add_argument("--data-dir", type=Path, default=None, help="data cache (default: $EFFINFER_DATA or ~/.cache/effinfer)")
+    common(run)
+    run.set_defaults(func=_run)
+
+    rep = sub.add_parser("report", help="write report.md and plots from a results file")
+    rep.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    rep.add_argument("--report-dir", type=Path, default=None)
+    rep.set_defaults(func=_report)
+
+    sub.add_parser("list", help="list the registered tasks").set_defaults(func=_list)
+
+    cal = sub.add_parser("calibrate", help="measure this device's GEMM peak (fp32, bf16)")
+    common(cal)
+    cal.set_defaults(func=_calibrate)
+
+    sub.add_parser("data", help="data sources: `data list`, `data fetch NAME|all` (see `data --help`)", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["data"]:
+        from benchmarks.data.cli import main as data_main
+
+        return data_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, RuntimeError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Turn a results file into a Markdown report with one table and one accuracy-vs-throughput plot per task."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from benchmarks.results import read_records, write_atomic
+
+# (cost key, column title, format); a column is shown when any record of the task has the key.
+COST_COLUMNS = [
+    ("samples_per_s", "samples/s", "{:.4g}"),
+    ("tokens_per_s", "tokens/s", "{:.4g}"),
+    ("latency_p50_ms", "p50 ms", "{:.3g}"),
+    ("latency_p90_ms", "p90 ms", "{:.3g}"),
+    ("peak_mem_mb", "peak MiB", "{:.4g}"),
+    ("flops_per_sample", "GFLOP/sample", "{:.4g}"),
+    ("params", "params (M)", "{:.4g}"),
+    ("frac_of_peak", "% of peak", "{:.2%}"),
+    ("dtype", "dtype", "{}"),
+]
+_SCALE = {"flops_per_sample": 1e-9, "params": 1e-6}
+
+
+def latest_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keep the newest record per (task, variant, data, device): a rerun replaces, it does not duplicate."""
+    latest: dict[tuple, dict[str, Any]] = {}
+    for r in records:
+        latest[(r["task"], r["variant"], r["data"], r["device"].get("name"))] = r
+    return list(latest.values())
+
+
+def pareto_front(points: list[tuple[float, float]], higher_is_better: bool = True) -> list[int]:
+    """Indices of points not dominated in (throughput up, quality up or down per ``higher_is_better``)."""
+    sign = 1 if higher_is_better else -1
+    front = []
+    for i, (x, y) in enumerate(points):
+        dominated = any(
+            xo >= x and sign * yo >= sign * y and (xo > x or sign * yo > sign * y)
+            for j, (xo, yo) in enumerate(points)
+            if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return front
+
+
+def _fmt(value: Any, fmt: str, key: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, int | float) and key in _SCALE:
+        value = value * _SCALE[key]
+    try:
+        return fmt.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def _table(records: list[dict[str, Any]]) -> list[str]:
+    quality_keys = sorted({k for r in records for k in r["quality"]})
+    cost_cols = [c for c in COST_COLUMNS if any(c[0] in r["cost"] for r in records)]
+    head = ["variant", "data", *quality_keys, *[c[1] for c in cost_cols], "device"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in records:
+        cells = [r["variant"], r["data"]]
+        cells += [_fmt(r["quality"].get(k), "{:.4g}", k) for k in quality_keys]
+        cells += [_fmt(r["cost"].get(key), fmt, key) for key, _, fmt in cost_cols]
+        cells.append(f"{r['device'].get('name', '')} ({r['device'].get('threads', '?')} thr)")
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return lines
+
+
+def _plot(task: str, records: list[dict[str, Any]], out: Path) -> bool:
+    axes = records[0]["extra"].get("axes", {})
+    qkey, tkey = axes.get("quality_key"), axes.get("throughput_key", "samples_per_s")
+    pts = [(r["cost"].get(tkey), r["quality"].get(qkey), r["variant"]) for r in records]
+    pts = [p for p in pts if p[0] is not None and p[1] is not None]
+    if not qkey or not pts:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    higher = axes.get("higher_is_better", True)
+    front = set(pareto_front([(x, y) for x, y, _ in pts], higher))
+    fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=120)
+    for i, (x, y, name) in enumerate(pts):
+        ax.scatter(x, y, marker="*" if i in front else "o", s=90 if i in front else 35,
+                   color="tab:red" if i in front else "tab:blue", zorder=3)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    fx = sorted((pts[i][0], pts[i][1]) for i in front)
+    ax.plot([p[0] for p in fx], [p[1] for p in fx], "--", color="tab:red", lw=1, label="Pareto front")
+    unit = "tokens/s" if tkey == "tokens_per_s" else "samples/s"
+    ax.set_xscale("log")
+    ax.set_xlabel(f"throughput ({unit}, log scale) — higher is faster")
+    ax.set_ylabel(axes.get("quality_label", qkey) + ("" if higher else " (lower is better)"))
+    device = records[0]["device"].get("name", "")
+    ax.set_title(f"{task}\n{device}", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(out)
+    return True
+
+
+def write_report(results_path: Path, out_dir: Path) -> Path:
+    """Write ``out_dir/report.md`` and one ``<task>.png`` per task; returns the report's path."""
+    records = read_records(results_path)
+    if not records:
+        raise ValueError(f"{results_path} holds no results; run `python -m benchmarks run --profile quick` first")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in latest_records(records):
+        by_task[r["task"]].append(r)
+
+    lines = ["# Benchmark report", "", f"Results: `{results_path}` ({len(records)} records).", ""]
+    calib = by_task.pop("calibration", [])
+    if calib:
+        lines += ["## Device calibration (measured square-GEMM peak)", "",
+                  "| device | threads | fp32 TFLOP/s | bf16 TFLOP/s | time |", "|---|---|---|---|---|"]
+        for r in calib:
+            c = r["cost"]
+            lines.append(f"| {c.get('device_name')} | {r['device'].get('threads', '')} | {c.get('fp32_tflops')} | "
+                         f"{c.get('bf16_tflops') or 'n/a'} | {r['time']} |")
+        lines.append("")
+    for task, recs in sorted(by_task.items()):
+        lines += [f"## {task}", ""]
+        if _plot(task, recs, out_dir / f"{task}.png"):
+            lines += [f"![{task}]({task}.png)", ""]
+        lines += _table(recs) + [""]
+    lines += [
+        "How to read: each row is one variant measured with the shared yardstick (benchmarks/yardstick.py): "
+        "latency is one synchronised call on one batch after warm-up; samples/s = batch x calls / time; "
+        "% of peak = achieved FLOP/s over the device's GEMM peak measured in the same run. "
+        "Red stars are the Pareto front (nothing else is both faster and better).",
+        "",
+    ]
+    report = out_dir / "report.md"
+    write_atomic(report, "\n".join(lines) + "\n")
+    return report
