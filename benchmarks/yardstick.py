@@ -8,8 +8,8 @@ Definitions (the same for every task, so numbers are comparable across methods):
 - FLOPs/sample = FLOPs of one call counted by ``torch.utils.flop_counter`` / batch_size (a multiply-add counts as 2);
 - fraction of peak = achieved FLOP/s / the device's GEMM peak for the dtype the call ran in, measured by
   ``calibrate`` in the same process (so a result says how well it used *this* device, not a datasheet figure);
-- peak memory: CUDA = ``max_memory_allocated`` during the timed calls; CPU = growth of the process's resident set
-  over its level before the call, sampled every millisecond.
+- peak memory of one call: CUDA = ``max_memory_allocated`` over the allocation before it; CPU (Linux) = growth of the
+  process's peak resident set over its level before the call.
 
 All timed calls run under ``torch.inference_mode`` and, where the device supports it, bf16 autocast.
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import statistics
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -171,7 +170,7 @@ class Cost:
     tokens_per_s: float | None
     latency_p50_ms: float
     latency_p90_ms: float
-    peak_mem_mb: float
+    peak_mem_mb: float | None
     flops_per_sample: float | None
     params: int | None
     batch_size: int
@@ -184,11 +183,12 @@ class Cost:
 
 
 class _PeakMemory:
-    """Peak memory of the block it wraps, in MiB: CUDA allocator peak, or sampled RSS growth on CPU."""
+    """Peak memory of the block it wraps, in MiB: the CUDA allocator's peak, or on Linux the growth of the process's
+    peak resident set (VmHWM, reset through /proc/self/clear_refs). ``None`` where neither can be read."""
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.peak_mb = 0.0
+        self.peak_mb: float | None = None
 
     @contextlib.contextmanager
     def track(self) -> Iterator[None]:
@@ -198,26 +198,27 @@ class _PeakMemory:
             yield
             self.peak_mb = (torch.cuda.max_memory_allocated(self.device) - base) / 2**20
             return
-        import psutil
+        base = _proc_status_kb("VmRSS") if _reset_rss_peak() else None
+        yield
+        if base is not None:
+            self.peak_mb = max(0.0, (_proc_status_kb("VmHWM") - base) / 1024)
 
-        proc = psutil.Process()
-        base = proc.memory_info().rss
-        peak = [base]
-        stop = threading.Event()
 
-        def sample() -> None:
-            while not stop.is_set():
-                peak[0] = max(peak[0], proc.memory_info().rss)
-                stop.wait(0.001)
+def _reset_rss_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # Linux: resets VmHWM (the peak RSS) to the current RSS
+        return True
+    except OSError:
+        return False
 
-        thread = threading.Thread(target=sample, daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
-            self.peak_mb = max(0.0, (max(peak[0], proc.memory_info().rss) - base) / 2**20)
+
+def _proc_status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"/proc/self/status has no {field}")
 
 
 def measure(
@@ -249,8 +250,9 @@ def measure(
     memory = _PeakMemory(device)
     with torch.inference_mode():
         total_flops = count_flops(call) if flops else None
-        with memory.track():
-            times = time_fn(call, device=device, warmup=warmup, iters=iters)
+        times = time_fn(call, device=device, warmup=warmup, iters=iters)
+        with memory.track():  # one extra call: memory tracking stays out of the timed ones
+            call()
 
     samples_per_s = batch_size * len(times) / sum(times)
     ms = sorted(t * 1000 for t in times)
