@@ -1,0 +1,87 @@
+"""Benchmark tasks of the Puzzle package (entry point `benchmarks.tasks`: puzzle.bench:tasks).
+
+puzzle.austen      the whole pipeline on SmolLM2-135M (configs/quick.yaml or configs/full.yaml, by profile) in the
+                   task's work folder (a rerun resumes it), then one record per model -- parent, Puzzle child per
+                   throughput target, uniform-shrink and ShortGPT baselines -- with held-out Persuasion top-1
+                   accuracy (also KL to the parent, perplexity, agreement) against measured generation tokens/s.
+puzzle.mip_speed   the search alone on P-search's synthetic 80-layer x 16-variant library (shaped like the
+                   published 70B one), several runtime budgets: solve time per MIP.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.registry import Task, TaskContext
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def _config_path(profile: str) -> Path:
+    path = CONFIGS / f"{profile}.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"Puzzle {profile} config {path} is missing (the bench runs from a source checkout)")
+    return path
+
+
+def run_austen(ctx: TaskContext) -> None:
+    from puzzle.pipeline import Pipeline, load_config
+
+    accelerator = "gpu" if ctx.device.type == "cuda" else "cpu"
+    config = load_config(_config_path(ctx.profile), data_dir=str(ctx.data_dir) if ctx.data_dir else None,
+                         trainer={"accelerator": accelerator, "devices": 1})
+    pipe = Pipeline(config, ctx.work_dir / "run", device=str(ctx.device), progress=False, log=ctx.log)
+    start = time.perf_counter()
+    pipe.run_all()
+    ctx.log(f"pipeline done in {time.perf_counter() - start:.0f} s (resumed stages not counted)")
+    results = pipe.run.read_json("evaluate/evaluate.json")
+    solutions = pipe.solutions()
+    scenario = pipe.scenario().to_dict()
+    for name, r in results.items():
+        quality = {k: r[k] for k in ("top1_accuracy", "top1_accuracy_retention", "top1_agreement", "kl",
+                                     "perplexity", "lm_loss")}
+        cost = {"tokens_per_s": r["measured_tokens_per_s"], "runtime_ms": r["measured_runtime_ms"],
+                "prefill_ms": r["measured_prefill_ms"], "decode_ms_per_token": r["measured_decode_ms"],
+                "params": r["params"], "batch_size": scenario["batch"], "dtype": scenario["dtype"]}
+        extra = {"scenario": scenario, "speedup": r["speedup"]}
+        if name in solutions:
+            sol = solutions[name]
+            extra.update(method=sol["method"], target=sol["target"], target_tokens_per_s=sol["target_tokens_per_s"],
+                         blocks=sol["names"], predicted_runtime_ms=sol["predicted"]["runtime_ms"],
+                         predicted_over_measured=r["predicted_over_measured"])
+        ctx.record(name, "austen-persuasion-test", quality, cost, **extra)
+
+
+def run_mip_speed(ctx: TaskContext) -> None:
+    from puzzle.search import solve, synthetic_problem
+
+    problem = synthetic_problem(80, 16)
+    lo, hi = problem.cost_range("runtime_ms")
+    for frac in (0.3, 0.5, 0.7, 0.9):
+        budget = {"runtime_ms": lo + frac * (hi - lo)}
+        times, sol = [], None
+        for _ in range(3 if ctx.profile == "quick" else 10):
+            start = time.perf_counter()
+            sol = solve(problem, budgets=budget)[0]
+            times.append(time.perf_counter() - start)
+        median = float(np.median(times))
+        ctx.record(f"mip-80x16-budget{frac:.1f}", "synthetic-80x16", {"objective": sol.objective},
+                   {"samples_per_s": 1.0 / median, "latency_p50_ms": 1000 * median, "batch_size": 1},
+                   solver=sol.solver, optimal=sol.optimal, budget_runtime_ms=budget["runtime_ms"])
+
+
+def tasks() -> list[Task]:
+    return [
+        Task(name="puzzle.austen", method="puzzle",
+             description="Puzzle children vs uniform shrink vs ShortGPT vs the parent (SmolLM2-135M): held-out "
+                         "Persuasion top-1 accuracy vs measured generation tokens/s",
+             run=run_austen, quality_key="top1_accuracy", quality_label="held-out next-token top-1 accuracy",
+             throughput_key="tokens_per_s"),
+        Task(name="puzzle.mip_speed", method="puzzle",
+             description="Puzzle MIP solve time on a synthetic 80-layer x 16-variant block library",
+             run=run_mip_speed, quality_key="objective", quality_label="MIP objective (sum of KL scores)",
+             throughput_key="samples_per_s", higher_is_better=False),
+    ]

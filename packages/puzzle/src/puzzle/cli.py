@@ -1,0 +1,147 @@
+"""`puzzle` command line: one subcommand per pipeline stage, `run` for all of them, `bench` for the harness tasks.
+
+    puzzle run configs/quick.yaml --run-dir runs/quick          # every stage; a rerun skips finished ones
+    puzzle score --run-dir runs/quick                           # one stage (config read from the run folder)
+    puzzle bench --profile quick                                # benchmark records (benchmarks.runner)
+
+Bad input (a parent that is not Llama-family, a search space that does not fit it, an unreachable throughput
+target, a run folder of another parent, a malformed config) prints `error: ...` to stderr and exits with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from puzzle.pipeline import STAGES, ConfigError, Pipeline, StageNotReadyError, load_config
+
+STAGE_HELP = {
+    "library": "build the block library (every variant of every layer, initialised from the parent)",
+    "bld": "blockwise local distillation of every library variant (Lightning)",
+    "score": "replace-1-block scores (KL to the parent, LM loss, top-1 agreement) on held-out Persuasion",
+    "measure": "measure every subblock variant's prefill/decode time, params and memory for the scenario",
+    "search": "MIP per throughput target, plus the uniform-shrink and ShortGPT baselines",
+    "realize": "assemble each chosen architecture into a heterogeneous child model",
+    "gkd": "global knowledge distillation of each child from the parent (Lightning)",
+    "evaluate": "held-out perplexity / KL / top-1 and measured throughput of parent and children",
+    "export": "write each child as a Nemotron-NAS (DeciLM) checkpoint loadable with trust_remote_code",
+}
+
+
+def _devices(value: str) -> Any:
+    if value == "auto":
+        return value
+    if "," in value:
+        return [int(v) for v in value.split(",") if v]
+    return int(value)
+
+
+def _common(p: argparse.ArgumentParser, *, config_required: bool) -> None:
+    if config_required:
+        p.add_argument("config", help="run config, YAML or JSON (see configs/quick.yaml)")
+    else:
+        p.add_argument("--config", help="run config (default: the config.json the run folder was started with)")
+    p.add_argument("--run-dir", help="run folder for artifacts (default: runs/<config name>)")
+    p.add_argument("--parent", help="parent HF folder (overrides the config; default: SmolLM2-135M from "
+                                    "benchmarks.data)")
+    p.add_argument("--data-dir", help="data root of benchmarks.data (default: $EFFINFER_DATA or ~/.cache/effinfer)")
+    p.add_argument("--device", default=None, help="device for scoring, measuring and evaluation (auto|cpu|cuda)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (timings need a fixed count)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g = p.add_argument_group("Lightning (BLD and GKD)")
+    g.add_argument("--accelerator", default=None, help="Lightning accelerator (auto|cpu|gpu)")
+    g.add_argument("--devices", type=_devices, default=None, help="Lightning devices (auto, a count, or 0,1)")
+    g.add_argument("--strategy", default=None, help="Lightning strategy (auto|ddp|fsdp|...)")
+    g.add_argument("--num-nodes", type=int, default=None, help="Lightning number of nodes")
+    g.add_argument("--precision", default=None, help="Lightning precision (32-true|bf16-mixed|...)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="puzzle", description="Puzzle: distillation-based NAS for "
+                                     "inference-optimised LLMs (block library, BLD, MIP search, GKD).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run every stage (finished stages are skipped)",
+                         description="Run the whole pipeline; a killed run resumes when run again.")
+    _common(run, config_required=True)
+    run.add_argument("--until", choices=STAGES, help="stop after this stage")
+    for stage in STAGES:
+        _common(sub.add_parser(stage, help=STAGE_HELP[stage], description=STAGE_HELP[stage]), config_required=False)
+    bench = sub.add_parser("bench", help="run the Puzzle benchmark tasks (benchmarks.runner)")
+    bench.add_argument("--profile", choices=("quick", "full"), default="quick")
+    bench.add_argument("--device", default=None)
+    bench.add_argument("--threads", type=int, default=None)
+    bench.add_argument("--results", type=Path, default=Path("results/results.jsonl"), help="JSONL results file")
+    bench.add_argument("--data-dir", type=Path, default=None)
+    bench.add_argument("--work-root", type=Path, default=None, help="scratch folder for task artifacts")
+    bench.add_argument("--only", nargs="*", help="task names to run (default: all puzzle tasks)")
+    return parser
+
+
+def _pipeline(args: argparse.Namespace) -> Pipeline:
+    config_path = getattr(args, "config", None)
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    if config_path is None:
+        if run_dir is None or not (run_dir / "config.json").exists():
+            raise ConfigError("give --config CONFIG, or --run-dir of a run started with `puzzle run`")
+        config_path = run_dir / "config.json"
+    if run_dir is None:
+        run_dir = Path("runs") / Path(config_path).stem
+    trainer = {k: getattr(args, k) for k in ("accelerator", "devices", "strategy", "num_nodes", "precision")}
+    overrides = {"parent": args.parent, "data_dir": args.data_dir,
+                 "trainer": {k: v for k, v in trainer.items() if v is not None} or None}
+    config = load_config(config_path, **overrides)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    pipe = Pipeline(config, run_dir, device=args.device, progress=not args.no_progress)
+    pipe.run.write_json("config.json", config)
+    return pipe
+
+
+def _bench(args: argparse.Namespace) -> None:
+    from benchmarks.runner import run_tasks
+    from puzzle.bench import tasks
+
+    chosen = [t for t in tasks() if not args.only or t.name in args.only]
+    if not chosen:
+        raise ConfigError(f"--only {args.only} matches no task; tasks: {[t.name for t in tasks()]}")
+    run_tasks(chosen, profile=args.profile, device=args.device, results_path=args.results, data_dir=args.data_dir,
+              work_root=args.work_root, threads=args.threads)
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from benchmarks.data import SourceMissingError
+    from puzzle.parent import NotLlamaFamilyError
+    from puzzle.run_folder import RunFolderMismatchError
+    from puzzle.search import InfeasibleTargetError
+
+    return (ConfigError, NotLlamaFamilyError, RunFolderMismatchError, InfeasibleTargetError, StageNotReadyError,
+            SourceMissingError, FileNotFoundError, ValueError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "bench":
+            _bench(args)
+            return 0
+        pipe = _pipeline(args)
+        if args.command == "run":
+            stages = STAGES[: STAGES.index(args.until) + 1] if args.until else STAGES
+            pipe.run_all(stages)
+            if "evaluate" in stages:
+                print(json.dumps(pipe.run.read_json("evaluate/evaluate.json"), indent=2))
+        else:
+            pipe.run_stage(args.command)
+    except _known_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""Austen token batches for every Puzzle stage (BLD, scoring, GKD, evaluation).
+
+Five novels are the training text; one ("Persuasion") is held out. Each text is tokenised with the parent's
+tokenizer, the five training texts are joined (EOS between them) and cut into fixed-length chunks of `seq_len`
+tokens; the chunks are shuffled once with `seed`. The held-out novel is cut the same way, unshuffled, and split in two
+contiguous halves so the search never selects on the text it is evaluated on:
+
+    "score" half -> replace-1-block scoring (scoring.py)
+    "test"  half -> evaluation (evaluate.py)
+
+A batch is a LongTensor [batch_size, seq_len] of token ids (next-token targets are the same ids shifted by one).
+Token budgets are turned into batch counts by `num_batches(tokens)` = ceil(tokens / (batch_size * seq_len)); a
+training budget larger than the text cycles through it again in a new (seeded) order.
+
+Tokenised arrays are cached as `.npy` files in `cache_dir` under a key made of the tokenizer's vocabulary and the text
+hashes, so a rerun (or another stage of the same run) does not tokenise again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+HELDOUT_TITLE = "Persuasion"
+
+
+class ChunkDataset(Dataset):
+    """Rows of a [N, seq_len] token array as LongTensors."""
+
+    def __init__(self, chunks: np.ndarray):
+        self.chunks = chunks
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, idx: int) -> torch.Tensor:
+        return torch.from_numpy(self.chunks[idx].astype(np.int64))
+
+
+class BatchStream(IterableDataset):
+    """Training batches for a token budget, produced lazily (a large budget is never held in memory).
+
+    `start` skips batches already consumed (resume from a checkpoint); with `world_size` > 1 each rank takes every
+    `world_size`-th batch, so the ranks of a Lightning DDP run see disjoint data and the budget stays global.
+    """
+
+    def __init__(self, datamodule: AustenDataModule, tokens: int | None, *, start: int = 0, rank: int = 0,
+                 world_size: int = 1):
+        self.datamodule, self.tokens = datamodule, tokens
+        self.start, self.rank, self.world_size = start, rank, world_size
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for i, batch in enumerate(self.datamodule.train_batches(self.tokens, start=self.start)):
+            if (self.start + i) % self.world_size == self.rank:
+                yield batch
+
+    def __len__(self) -> int:
+        total = self.datamodule.num_train_batches(self.tokens)
+        return len(range(self.start + self.rank, total, self.world_size))
+
+
+def tokenizer_key(tokenizer) -> str:
+    """Stable id of a tokenizer's vocabulary (same vocab -> same token ids -> reusable cache)."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha256(json.dumps(vocab).encode()).hexdigest()[:16]
+
+
+def _tokenise(tokenizer, text: str) -> np.ndarray:
+    # The backend tokenizer has no model_max_length check (a novel is far longer than any context window).
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    ids = backend.encode(text, add_special_tokens=False).ids if backend is not None else tokenizer.encode(
+        text, add_special_tokens=False)
+    return np.asarray(ids, dtype=np.int32)
+
+
+def _chunk(ids: np.ndarray, seq_len: int) -> np.ndarray:
+    n = len(ids) // seq_len
+    return ids[: n * seq_len].reshape(n, seq_len)
+
+
+class AustenDataModule(L.LightningDataModule):
+    """Fixed-length token chunks of five Austen novels (train) and Persuasion (held out, score/test halves).
+
+    tokenizer: the parent's tokenizer (a `transformers` tokenizer with `get_vocab`).
+    texts: title -> full text; defaults to `benchmarks.data.load_austen(data_dir)`.
+    train_tokens: token budget of one `train_dataloader()` (BLD/GKD); None = one pass over the training chunks.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        *,
+        seq_len: int = 256,
+        batch_size: int = 8,
+        train_tokens: int | None = None,
+        texts: Mapping[str, str] | None = None,
+        heldout_title: str = HELDOUT_TITLE,
+        cache_dir: str | Path | None = None,
+        data_dir: str | Path | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if seq_len < 2 or batch_size < 1:
+            raise ValueError(f"seq_len must be >= 2 and batch_size >= 1, got {seq_len}, {batch_size}")
+        self.tokenizer = tokenizer
+        self.seq_len = seq_len
+        self.batch_size = batch_size
+        self.train_tokens = train_tokens
+        self.heldout_title = heldout_title
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.data_dir = data_dir
+        self.seed = seed
+        self._texts = dict(texts) if texts is not None else None
+        self.train_chunks: np.ndarray | None = None
+        self.heldout_chunks: np.ndarray | None = None
+
+    # -- tokenisation (cached) -------------------------------------------------------------------------------------
+    def _load_texts(self) -> dict[str, str]:
+        if self._texts is None:
+            from benchmarks.data import load_austen
+
+            self._texts = load_austen(self.data_dir)
+        if self.heldout_title not in self._texts:
+            raise ValueError(f"held-out title {self.heldout_title!r} is not among the texts {sorted(self._texts)}")
+        return self._texts
+
+    def _token_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        texts = self._load_texts()
+        h = hashlib.sha256(tokenizer_key(self.tokenizer).encode())
+        for title in sorted(texts):
+            h.update(title.encode())
+            h.update(hashlib.sha256(texts[title].encode()).digest())
+        key = f"{h.hexdigest()[:16]}-{self.heldout_title.replace(' ', '_')}"
+        paths = None
+        if self.cache_dir is not None:
+            paths = (self.cache_dir / f"train-{key}.npy", self.cache_dir / f"heldout-{key}.npy")
+            if all(p.exists() for p in paths):
+                return np.load(paths[0]), np.load(paths[1])
+        eos = self.tokenizer.eos_token_id
+        sep = np.asarray([] if eos is None else [eos], dtype=np.int32)
+        train = np.concatenate([np.concatenate([_tokenise(self.tokenizer, texts[t]), sep])
+                                for t in sorted(texts) if t != self.heldout_title])
+        heldout = _tokenise(self.tokenizer, texts[self.heldout_title])
+        if paths is not None:
+            from benchmarks.results import write_atomic
+
+            for path, arr in zip(paths, (train, heldout), strict=True):
+                write_atomic(path, _npy_bytes(arr))
+        return train, heldout
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_chunks is not None:
+            return
+        train, heldout = self._token_arrays()
+        chunks = _chunk(train, self.seq_len)
+        order = np.random.default_rng(self.seed).permutation(len(chunks))
+        self.train_chunks = chunks[order]
+        self.heldout_chunks = _chunk(heldout, self.seq_len)
+        if len(self.train_chunks) < self.batch_size or len(self.heldout_chunks) < 2 * self.batch_size:
+            raise ValueError(
+                f"the texts are too short for batch_size={self.batch_size} x seq_len={self.seq_len}: "
+                f"{len(self.train_chunks)} train chunks, {len(self.heldout_chunks)} held-out chunks"
+            )
+
+    # -- budgets ---------------------------------------------------------------------------------------------------
+    @property
+    def tokens_per_batch(self) -> int:
+        return self.batch_size * self.seq_len
+
+    def num_batches(self, tokens: int) -> int:
+        """Batches needed to see `tokens` tokens (at least one)."""
+        return max(1, math.ceil(tokens / self.tokens_per_batch))
+
+    # -- splits ----------------------------------------------------------------------------------------------------
+    def _heldout_half(self, half: str) -> np.ndarray:
+        self.setup()
+        mid = len(self.heldout_chunks) // 2
+        return self.heldout_chunks[:mid] if half == "score" else self.heldout_chunks[mid:]
+
+    def heldout_batches(self, half: str = "test", tokens: int | None = None) -> list[torch.Tensor]:
+        """Held-out batches in a fixed order: `half` "score" (for the search) or "test" (for evaluation)."""
+        if half not in ("score", "test"):
+            raise ValueError(f"held-out half must be 'score' or 'test', got {half!r}")
+        chunks = self._heldout_half(half)
+        n = len(chunks) // self.batch_size
+        if tokens is not None:
+            n = min(n, self.num_batches(tokens))
+        return [torch.from_numpy(chunks[i * self.batch_size:(i + 1) * self.batch_size].astype(np.int64))
+                for i in range(n)]
+
+    def num_train_batches(self, tokens: int | None = None) -> int:
+        """Batches in a training budget (None = one pass over the training chunks)."""
+        self.setup()
+        return self.num_batches(tokens if tokens is not None else len(self.train_chunks) * self.seq_len)
+
+    def train_batches(self, tokens: int | None = None, *, start: int = 0) -> Iterator[torch.Tensor]:
+        """Training batches for a token budget, from batch `start` on (cycling through the text in a new seeded
+        order when it runs out)."""
+        self.setup()
+        per_pass = len(self.train_chunks) // self.batch_size
+        order, order_epoch = np.arange(len(self.train_chunks)), 0
+        for i in range(start, self.num_train_batches(tokens)):
+            epoch, j = divmod(i, per_pass)
+            if epoch != order_epoch:
+                order, order_epoch = np.random.default_rng([self.seed, epoch]).permutation(len(order)), epoch
+            chunks = self.train_chunks[order[j * self.batch_size:(j + 1) * self.batch_size]]
+            yield torch.from_numpy(chunks.astype(np.int64))
+
+    def train_dataloader(self) -> DataLoader:
+        """`train_tokens` worth of training batches (Lightning stops after this many steps per epoch)."""
+        return DataLoader(BatchStream(self, self.train_tokens), batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(ChunkDataset(self._heldout_half("test")), batch_size=self.batch_size, shuffle=False)
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()

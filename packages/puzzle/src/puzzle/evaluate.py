@@ -1,0 +1,80 @@
+"""Side-by-side evaluation of the parent and its children on the held-out novel, plus measured throughput.
+
+Quality, on the held-out "test" half of Persuasion (never used by the search), per model:
+    lm_loss, perplexity = exp(lm_loss)        next-token cross-entropy (nats/token)
+    top1_accuracy                             argmax == the true next token
+    kl                                        KL(p_parent || p_model) per token (0 for the parent itself)
+    top1_agreement                            argmax == the parent's argmax (1 for the parent itself)
+Batches are the outer loop and models the inner one, so the parent's logits of one batch are computed once and no
+logits are stored across batches.
+
+Cost, one scenario for all (costs.measure_generation: prefill + greedy decode with the KV cache, timed with
+benchmarks.yardstick.time_fn): runtime_ms, tokens_per_s, and, when the search predicted the child's runtime,
+predicted_over_measured (the target: within 10% of 1).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from puzzle.costs import Scenario, measure_generation
+from puzzle.scoring import compare_logits, logits_of, mean_metrics
+
+
+@torch.inference_mode()
+def quality_metrics(models: Mapping[str, nn.Module], parent: nn.Module, batches: Sequence[torch.Tensor], *,
+                    device: torch.device, progress: bool = True) -> dict[str, dict[str, float]]:
+    """Held-out quality of each model against the ground truth and against `parent` (see module docstring)."""
+    if not batches:
+        raise ValueError("evaluation needs at least one held-out batch; raise the evaluation token budget")
+    sums: dict[str, list[dict[str, float]]] = {name: [] for name in models}
+    for ids in tqdm(batches, desc="evaluating", disable=not progress):
+        ids = ids.to(device)
+        parent_logp = F.log_softmax(logits_of(parent, ids), dim=-1)
+        for name, model in models.items():
+            logits = parent_logp if model is parent else logits_of(model, ids)
+            sums[name].append(compare_logits(parent_logp, logits, ids))
+    out = {}
+    for name, s in sums.items():
+        m = mean_metrics(s)
+        m["perplexity"] = math.exp(m["lm_loss"])
+        out[name] = m
+    return out
+
+
+def evaluate_models(
+    models: Mapping[str, nn.Module],
+    parent: nn.Module,
+    batches: Sequence[torch.Tensor],
+    scenario: Scenario,
+    *,
+    device: torch.device,
+    predicted_runtime_ms: Mapping[str, float] | None = None,
+    warmup: int = 1,
+    iters: int = 3,
+    progress: bool = True,
+) -> dict[str, dict[str, float]]:
+    """Quality + measured generation cost of every model (the parent is added as "parent")."""
+    models = {"parent": parent, **{k: v for k, v in models.items() if k != "parent"}}
+    for model in models.values():
+        model.to(device).eval()
+    results = quality_metrics(models, parent, batches, device=device, progress=progress)
+    for name, model in tqdm(models.items(), desc="measuring generation", disable=not progress):
+        cost = measure_generation(model, scenario, device=device, warmup=warmup, iters=iters)
+        results[name].update({f"measured_{k}": v for k, v in cost.items()})
+        results[name]["params"] = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+        if predicted_runtime_ms and name in predicted_runtime_ms:
+            pred = predicted_runtime_ms[name]
+            results[name]["predicted_runtime_ms"] = pred
+            results[name]["predicted_over_measured"] = pred / cost["runtime_ms"]
+    base = results["parent"]
+    for r in results.values():
+        r["top1_accuracy_retention"] = r["top1_accuracy"] / base["top1_accuracy"] if base["top1_accuracy"] else math.nan
+        r["speedup"] = r["measured_tokens_per_s"] / base["measured_tokens_per_s"]
+    return results

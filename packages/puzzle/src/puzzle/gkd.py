@@ -1,0 +1,160 @@
+"""GKD — global knowledge distillation of the whole child from the parent (Lightning).
+
+    loss = cosine_weight * mean_l (1 - cos(h_child_l, h_parent_l))      hidden states after every layer l
+         + kl_weight     * KL(p_parent || p_child)                       logits, temperature T (x T^2)
+         + lm_weight     * CE(child, next token)                         off by default: the paper found it hurt
+
+Every Puzzle child keeps the parent's L layers (a removed block is a no-op layer), so layer l of the child is
+aligned with layer l of the parent; `hidden="final"` uses only the last (final-normed) state. The teacher is kept
+out of the LightningModule's registered modules: it is neither trained nor saved in checkpoints, and Lightning's
+strategies only wrap the student.
+
+Budget: `token_budget` tokens = max_steps optimizer steps of batch_size x seq_len tokens (x devices). Checkpoints
+(`last.ckpt` in `ckpt_dir`, every `checkpoint_every` steps and at the end) hold the student, optimizer and
+scheduler; `run_gkd` resumes from one when present and the data stream skips the batches already seen, so a
+killed-and-resumed run trains on the same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
+from torch.utils.data import DataLoader
+
+from puzzle.data import AustenDataModule, BatchStream
+
+
+def gkd_losses(child_out: Any, parent_out: Any, ids: torch.Tensor, *, hidden: str = "per_layer",
+               temperature: float = 1.0) -> dict[str, torch.Tensor]:
+    """Cosine (hidden states), KL(parent || child) and LM losses from two model outputs (with hidden states)."""
+    if hidden == "per_layer":
+        pairs = list(zip(child_out.hidden_states[1:], parent_out.hidden_states[1:], strict=True))
+    elif hidden == "final":
+        pairs = [(child_out.hidden_states[-1], parent_out.hidden_states[-1])]
+    else:
+        raise ValueError(f"hidden must be 'per_layer' or 'final', got {hidden!r}")
+    cosine = torch.stack([(1 - F.cosine_similarity(c.float(), p.float(), dim=-1)).mean() for c, p in pairs]).mean()
+    t = temperature
+    child_logp = F.log_softmax(child_out.logits.float() / t, dim=-1)
+    parent_logp = F.log_softmax(parent_out.logits.float() / t, dim=-1)
+    kl = F.kl_div(child_logp.flatten(0, 1), parent_logp.flatten(0, 1), log_target=True, reduction="batchmean") * t * t
+    lm = F.cross_entropy(child_out.logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
+    return {"cosine": cosine, "kl": kl, "lm": lm}
+
+
+class GKDModule(L.LightningModule):
+    """Student = the child (trained); teacher = the parent (frozen, unregistered)."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, datamodule: AustenDataModule, *, token_budget: int,
+                 lr: float = 1e-4, weight_decay: float = 0.0, warmup_frac: float = 0.05, hidden: str = "per_layer",
+                 cosine_weight: float = 1.0, kl_weight: float = 1.0, lm_weight: float = 0.0,
+                 temperature: float = 1.0):
+        super().__init__()
+        self.student = student
+        self._teacher = [teacher.eval().requires_grad_(False)]  # a list keeps it out of the registered modules
+        self.data = datamodule
+        self.token_budget = token_budget
+        self.lr, self.weight_decay, self.warmup_frac = lr, weight_decay, warmup_frac
+        self.hidden, self.temperature = hidden, temperature
+        self.weights = {"cosine": cosine_weight, "kl": kl_weight, "lm": lm_weight}
+
+    @property
+    def teacher(self) -> nn.Module:
+        return self._teacher[0]
+
+    def on_fit_start(self) -> None:
+        self.teacher.to(self.device)
+        self.student.train()
+
+    def train_dataloader(self) -> DataLoader:
+        # Skip what a resumed run has already trained on; each DDP rank takes its own share of the batches.
+        trainer = self.trainer
+        seen = trainer.global_step * trainer.accumulate_grad_batches * trainer.world_size
+        stream = BatchStream(self.data, self.token_budget, start=seen, rank=trainer.global_rank,
+                             world_size=trainer.world_size)
+        return DataLoader(stream, batch_size=None)
+
+    def training_step(self, ids: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        with torch.no_grad():
+            parent_out = self.teacher(input_ids=ids, use_cache=False, output_hidden_states=True)
+        child_out = self.student(input_ids=ids, use_cache=False, output_hidden_states=True)
+        losses = gkd_losses(child_out, parent_out, ids, hidden=self.hidden, temperature=self.temperature)
+        loss = sum(w * losses[k] for k, w in self.weights.items() if w)
+        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, on_step=True)
+        self.log("train/loss", loss.detach(), on_step=True, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.student.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        total = max(1, int(self.trainer.max_steps))
+        warmup = int(self.warmup_frac * total)
+
+        def schedule(step: int) -> float:  # linear warm-up, then cosine to 10% of lr
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def run_gkd(
+    student: nn.Module,
+    teacher: nn.Module,
+    datamodule: AustenDataModule,
+    *,
+    token_budget: int,
+    ckpt_dir: str | Path,
+    checkpoint_every: int = 100,
+    seed: int = 0,
+    trainer_kwargs: dict[str, Any] | None = None,
+    **loss_kwargs: Any,
+) -> dict[str, Any]:
+    """Distil `student` from `teacher` for `token_budget` tokens; resumes from `ckpt_dir/last.ckpt` if present.
+
+    Returns {"steps", "tokens", "first_loss", "last_loss", "history": [per-step losses]} (read from the CSV log).
+    """
+    ckpt_dir = Path(ckpt_dir)
+    L.seed_everything(seed, workers=True, verbose=False)
+    module = GKDModule(student, teacher, datamodule, token_budget=token_budget, **loss_kwargs)
+    kwargs = {"accelerator": "auto", "devices": "auto", "strategy": "auto", "num_nodes": 1,
+              **{k: v for k, v in (trainer_kwargs or {}).items() if v is not None}}
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=checkpoint_every,
+                                 save_on_train_epoch_end=True)
+    attempt = len(list((ckpt_dir / "log").glob("version_*")))  # a resumed run logs beside, not over, the first
+    trainer = L.Trainer(max_epochs=-1, logger=CSVLogger(ckpt_dir, name="log", version=attempt),
+                        callbacks=[checkpoint], enable_model_summary=False, log_every_n_steps=1,
+                        num_sanity_val_steps=0, limit_val_batches=0, deterministic=True, **kwargs)
+    world = trainer.world_size
+    trainer.fit_loop.epoch_loop.max_steps = max(1, datamodule.num_train_batches(token_budget) // world)
+    last = ckpt_dir / "last.ckpt"
+    trainer.fit(module, ckpt_path=last if last.exists() else None)
+    return {"steps": trainer.global_step, "tokens": trainer.global_step * datamodule.tokens_per_batch * world,
+            **_history(sorted((ckpt_dir / "log").glob("version_*/metrics.csv")))}
+
+
+def _history(csv_paths: list[Path]) -> dict[str, Any]:
+    """Per-step losses from the CSV logs of every attempt (a resumed step replaces the killed attempt's)."""
+    import csv
+
+    by_step: dict[int, dict[str, float]] = {}
+    for path in csv_paths:
+        for row in csv.DictReader(path.open()):
+            if row.get("train/loss"):
+                by_step[int(row["step"])] = {k.removeprefix("train/"): float(v) for k, v in row.items()
+                                             if v and k.startswith("train/")}
+    history = [by_step[k] for k in sorted(by_step)]
+    out: dict[str, Any] = {"history": history}
+    if history:
+        out["first_loss"], out["last_loss"] = history[0]["loss"], history[-1]["loss"]
+    return out

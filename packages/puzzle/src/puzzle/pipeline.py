@@ -1,0 +1,585 @@
+"""The Puzzle pipeline: nine stages, each reading the artifacts of earlier ones from a run folder.
+
+    library   block library initialised from the parent            library/lib/            (BlockLibrary.save)
+    bld       blockwise local distillation of every variant        bld/lib/, bld/bld.json
+    score     replace-1-block KL/LM loss/agreement per candidate   score/blocks/*.json, score/scores.json,
+              + ShortGPT block influence of the parent             score/block_influence.json
+    measure   measured per-subblock costs for the scenario        measure/costs.json
+    search    MIP per throughput target + the two baselines       search/problem.json, search/solutions.json
+    realize   one heterogeneous child per solution                realize/<child>/ (HF folder, DeciLM)
+    gkd       global distillation of each child                   gkd/<child>/ (HF folder) + gkd/<child>/gkd.json
+    evaluate  parent and children side by side                     evaluate/evaluate.json
+    export    Nemotron-NAS checkpoints for engines                 export/<child>/ (trust_remote_code folder)
+
+A stage's inputs hash covers its config section and the inputs hashes of the stages it reads (`STAGE_INPUTS`), so
+changing e.g. the BLD budget re-runs bld and everything after it, and nothing before. The `measure` hash also holds
+the device name (and the CPU thread count): costs measured on other hardware are re-measured. Trainer settings (devices, strategy) are not
+part of any hash. Long stages cache per item (score: per candidate; gkd: per child + Lightning checkpoints), so a
+killed stage resumes inside itself too.
+
+Config (YAML or JSON; everything optional except what differs from `DEFAULTS`): see configs/quick.yaml.
+Targets: "1.5x" = 1.5 times the parent's measured tokens/s in the scenario; a number = absolute tokens/s.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.yardstick import device_name, select_device
+from puzzle.block_config import AttentionConfig, BlockConfig, FFNConfig
+from puzzle.costs import CostTable, Scenario, build_cost_table
+from puzzle.data import AustenDataModule
+from puzzle.run_folder import RunFolder, config_hash
+from puzzle.scoring import Candidate, score_candidates
+from puzzle.search import InfeasibleTargetError, SearchProblem, Solution
+
+STAGES = ("library", "bld", "score", "measure", "search", "realize", "gkd", "evaluate", "export")
+
+# stage -> the stages whose artifacts it reads (their inputs hashes are part of its own)
+STAGE_INPUTS: dict[str, tuple[str, ...]] = {
+    "library": (),
+    "bld": ("library",),
+    "score": ("bld",),
+    "measure": (),
+    "search": ("score", "measure"),
+    "realize": ("search", "bld"),
+    "gkd": ("realize",),
+    "evaluate": ("gkd", "measure"),
+    "export": ("gkd",),
+}
+
+# the config sections each stage's result depends on
+STAGE_CONFIG: dict[str, tuple[str, ...]] = {
+    "library": ("search_space", "library", "data", "seed"),
+    "bld": ("bld", "data", "seed"),
+    "score": ("score", "data"),
+    "measure": ("search_space", "scenario", "measure"),
+    "search": ("targets", "search", "baselines"),
+    "realize": (),
+    "gkd": ("gkd", "data", "seed"),
+    "evaluate": ("evaluate", "scenario", "data"),
+    "export": (),
+}
+
+DEFAULTS: dict[str, Any] = {
+    "parent": None,  # a local HF Llama-family folder; None = benchmarks.data.smollm2_dir()
+    "data_dir": None,
+    "seed": 0,
+    "data": {"seq_len": 256, "batch_size": 8},
+    "search_space": {"kv_heads": [3, 1], "ffn_fractions": [1.0, 0.75, 0.5, 0.25], "attention_linear": True,
+                     "attention_no_op": True, "ffn_linear": True, "ffn_no_op": True, "kv_init": "mean_pool",
+                     "ffn_init": "activation"},
+    "library": {"calib_tokens": 65536},
+    "bld": {"mode": "decoupled", "token_budget": 1_000_000, "lr": 1e-4},
+    "score": {"tokens": 32768, "objective": "kl"},
+    "scenario": {"batch": 1, "prefill": 128, "decode": 128, "dtype": "float32"},
+    "measure": {"warmup": 3, "iters": 10, "copies": None},  # copies: modules per timed variant (None = L)
+    "targets": ["1.5x"],
+    "search": {"solver": "auto", "time_limit_s": 60},
+    "baselines": ["uniform", "shortgpt"],
+    "gkd": {"token_budget": 1_000_000, "lr": 1e-4, "hidden": "per_layer", "cosine_weight": 1.0, "kl_weight": 1.0,
+            "lm_weight": 0.0, "checkpoint_every": 100},
+    "evaluate": {"tokens": 32768, "warmup": 1, "iters": 3},
+    "trainer": {"accelerator": "auto", "devices": "auto", "strategy": "auto", "num_nodes": 1, "precision": None},
+}
+
+OBJECTIVES = {"kl": "min", "lm_loss": "min", "top1_agreement": "max"}
+
+
+class ConfigError(ValueError):
+    """The run config is malformed (unknown key, bad value)."""
+
+
+class StageNotReadyError(RuntimeError):
+    """A stage was asked for before the stages it reads were done for this config."""
+
+
+# -- config ---------------------------------------------------------------------------------------------------------
+def _merge(base: dict[str, Any], over: Mapping[str, Any], where: str = "") -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if key not in base:
+            raise ConfigError(f"unknown config key '{where}{key}'; known keys: {', '.join(sorted(base))}")
+        if isinstance(base[key], dict) and key not in ("search_space",):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"config key '{where}{key}' must be a mapping, got {value!r}")
+            out[key] = _merge(base[key], value, f"{where}{key}.")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_config(source: str | Path | Mapping[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+    """DEFAULTS updated by a YAML/JSON file (or mapping) and then by `overrides` (None values ignored)."""
+    user: Mapping[str, Any] = {}
+    if isinstance(source, Mapping):
+        user = source
+    elif source is not None:
+        path = Path(source)
+        if not path.exists():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        text = path.read_text()
+        if path.suffix == ".json":
+            user = json.loads(text)
+        else:
+            import yaml
+
+            user = yaml.safe_load(text) or {}
+        if not isinstance(user, Mapping):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    config = _merge(DEFAULTS, user)
+    config = _merge(config, {k: v for k, v in overrides.items() if v is not None})
+    if not config["targets"]:
+        raise ConfigError("targets is empty: give at least one throughput target, e.g. ['1.5x'] or [250]")
+    if config["bld"]["mode"] not in ("decoupled", "coupled"):
+        raise ConfigError(f"bld.mode must be 'decoupled' or 'coupled', got {config['bld']['mode']!r}")
+    if config["score"]["objective"] not in OBJECTIVES:
+        raise ConfigError(f"score.objective must be one of {sorted(OBJECTIVES)}, got {config['score']['objective']!r}")
+    unknown = set(config["baselines"]) - {"uniform", "shortgpt"}
+    if unknown:
+        raise ConfigError(f"unknown baselines {sorted(unknown)}; choose from 'uniform', 'shortgpt'")
+    Scenario(**config["scenario"])  # validates
+    for t in config["targets"]:
+        parse_target(t)
+    return config
+
+
+def parse_target(target: str | float | int) -> tuple[str, float, bool]:
+    """'1.5x' -> ('1.5x', 1.5, relative); 300 -> ('300tps', 300.0, absolute tokens/s)."""
+    if isinstance(target, str):
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*x\s*", target)
+        if m:
+            return f"{float(m.group(1)):g}x", float(m.group(1)), True
+        try:
+            target = float(target)
+        except ValueError:
+            raise ConfigError(f"target {target!r} is neither a throughput multiple like '1.5x' nor tokens/s") from None
+    if not target > 0:
+        raise ConfigError(f"a throughput target must be positive, got {target}")
+    return f"{float(target):g}tps", float(target), False
+
+
+# -- the pipeline ---------------------------------------------------------------------------------------------------
+class Pipeline:
+    """Runs stages of one config in one run folder (see module docstring)."""
+
+    def __init__(self, config: Mapping[str, Any], run_dir: str | Path, *, device: str | None = None,
+                 progress: bool = True, log: Callable[[str], None] | None = None,
+                 texts: Mapping[str, str] | None = None):
+        self.config = dict(config)
+        self.texts = texts  # title -> text; None = benchmarks.data.load_austen(data_dir)
+        self.run = RunFolder(run_dir)
+        self.device = select_device(device)
+        self.progress = progress
+        if not progress:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self._parent: tuple[Any, Any] | None = None
+        self._datamodule: AustenDataModule | None = None
+        self.parent_path = Path(self.config["parent"]) if self.config["parent"] else _default_parent(
+            self.config["data_dir"])
+        from puzzle.parent import decilm_config_from_parent, parent_fingerprint
+
+        self.parent_config = decilm_config_from_parent(self.parent_path)  # NotLlamaFamilyError early
+        self.space = _search_space(self.config["search_space"])
+        self.space.validate(self.parent_config)  # SearchSpaceError early
+        self.fingerprint = parent_fingerprint(self.parent_path)
+        self.run.bind_parent(self.parent_path, self.fingerprint)
+
+    # -- shared inputs ---------------------------------------------------------------------------------------------
+    def parent(self) -> tuple[Any, Any]:
+        """(parent model on the device, tokenizer), loaded once."""
+        if self._parent is None:
+            from puzzle.parent import load_parent
+
+            model, tokenizer = load_parent(self.parent_path)
+            if tokenizer is None:
+                raise FileNotFoundError(f"parent folder {self.parent_path} has no tokenizer files")
+            self._parent = (model.to(self.device).eval(), tokenizer)
+        return self._parent
+
+    def datamodule(self) -> AustenDataModule:
+        if self._datamodule is None:
+            _, tokenizer = self.parent()
+            data = self.config["data"]
+            self._datamodule = AustenDataModule(
+                tokenizer, seq_len=data["seq_len"], batch_size=data["batch_size"], texts=self.texts,
+                data_dir=self.config["data_dir"],
+                cache_dir=self.run.stage_dir("tokens"), seed=self.config["seed"])
+            self._datamodule.setup()
+        return self._datamodule
+
+    def trainer_kwargs(self) -> dict[str, Any]:
+        return {k: v for k, v in self.config["trainer"].items() if v is not None}
+
+    def scenario(self) -> Scenario:
+        return Scenario(**self.config["scenario"])
+
+    def attention_variants(self) -> list[AttentionConfig]:
+        return list(self.space.attention_variants(self.parent_config))
+
+    def ffn_variants(self) -> list[FFNConfig]:
+        return list(self.space.ffn_variants(self.parent_config))
+
+    def parent_block(self) -> BlockConfig:
+        return self.parent_config.parent_block_config()
+
+    # -- stage bookkeeping -----------------------------------------------------------------------------------------
+    def inputs(self, stage: str) -> dict[str, Any]:
+        """Everything `stage`'s artifacts depend on (hashed into its manifest entry)."""
+        out: dict[str, Any] = {"parent": self.fingerprint, "config": {k: self.config[k] for k in STAGE_CONFIG[stage]},
+                               "upstream": {s: self.inputs_hash(s) for s in STAGE_INPUTS[stage]}}
+        if stage == "measure":  # timings belong to the hardware and, on a CPU, to the thread count
+            out["device"] = device_name(self.device)
+            if self.device.type == "cpu":
+                out["threads"] = torch.get_num_threads()
+        return out
+
+    def inputs_hash(self, stage: str) -> str:
+        return config_hash(self.inputs(stage))
+
+    def require(self, stage: str) -> None:
+        for up in STAGE_INPUTS[stage]:
+            if not self.run.is_done(up, self.inputs_hash(up)):
+                raise StageNotReadyError(f"stage {stage!r} needs stage {up!r} done for this config; "
+                                         f"run `puzzle {up}` (or `puzzle run`) first")
+
+    def run_stage(self, stage: str) -> str:
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+        h = self.inputs_hash(stage)
+        if self.run.is_done(stage, h):
+            self.log(f"[{stage}] done already ({h}), skipping")
+            return h
+        self.require(stage)
+        self.log(f"[{stage}] running ({h})")
+        info = getattr(self, f"stage_{stage}")(h) or {}
+        self.run.mark_done(stage, h, **info)
+        self.log(f"[{stage}] done")
+        return h
+
+    def run_all(self, stages: Sequence[str] = STAGES) -> None:
+        for stage in stages:
+            self.run_stage(stage)
+
+    # -- stages ----------------------------------------------------------------------------------------------------
+    def stage_library(self, h: str) -> dict[str, Any]:
+        from puzzle.library import build_library
+
+        parent, _ = self.parent()
+        dm = self.datamodule()
+        torch.manual_seed(self.config["seed"])
+        calib = list(dm.train_batches(self.config["library"]["calib_tokens"]))
+        build_library(parent, self.space, calib).save(self.run.path("library/lib"))  # save() is atomic
+        return {"calib_tokens": len(calib) * dm.tokens_per_batch}
+
+    def library(self, stage: str = "bld") -> Any:
+        from puzzle.library import BlockLibrary
+
+        parent, _ = self.parent()
+        return BlockLibrary.load(self.run.path(f"{stage}/lib"), parent)
+
+    def stage_bld(self, h: str) -> dict[str, Any]:
+        from puzzle.bld import run_bld
+
+        parent, _ = self.parent()
+        cfg = dict(self.config["bld"])
+        mode, budget = cfg.pop("mode"), cfg.pop("token_budget")
+        library = self.library("library")
+        dm = self.datamodule()
+        dm.train_tokens = budget  # one stream of exactly the BLD budget
+        library, metrics = run_bld(parent, library, dm, mode=mode, token_budget=budget,
+                                   ckpt_dir=self.run.stage_dir("bld") / f"ckpt-{h}",
+                                   trainer_kwargs=self.trainer_kwargs(), **cfg)
+        library.save(self.run.path("bld/lib"))
+        self.run.write_json("bld/bld.json", metrics)
+        shutil.rmtree(self.run.path(f"bld/ckpt-{h}"), ignore_errors=True)  # the library is saved; free the disk
+        return {}
+
+    def candidates(self, library: Any) -> list[Candidate]:
+        """Replace-1-block candidates: per layer, every non-parent subblock (decoupled) or block (coupled)."""
+        pa = self.parent_block()
+        out = []
+        for i in range(self.parent_config.num_hidden_layers):
+            if self.config["bld"]["mode"] == "decoupled":
+                out += [Candidate(i, "attention", a.name, attention=(a, library.attention_block(i, a.name)))
+                        for a in self.attention_variants() if a != pa.attention]
+                out += [Candidate(i, "ffn", f.name, ffn=(f, library.ffn_block(i, f.name)))
+                        for f in self.ffn_variants() if f != pa.ffn]
+                continue
+            for a in self.attention_variants():
+                for f in self.ffn_variants():
+                    block = BlockConfig(a, f)
+                    if block != pa:
+                        attn, ffn = library.block(i, block)
+                        out.append(Candidate(i, "block", block.name, attention=(a, attn), ffn=(f, ffn)))
+        return out
+
+    def stage_score(self, h: str) -> dict[str, Any]:
+        from puzzle.baselines import block_influence
+
+        parent, _ = self.parent()
+        batches = self.datamodule().heldout_batches("score", self.config["score"]["tokens"])
+        scores = score_candidates(parent, self.candidates(self.library()), batches, device=self.device,
+                                  cache_dir=self.run.stage_dir("score") / "blocks", cache_tag=h,
+                                  progress=self.progress)
+        self.run.write_json("score/scores.json", scores)
+        # ShortGPT's block influence needs the parent's hidden states on the same batches; the last entry of HF's
+        # hidden_states is after the final norm, so the last layer's raw output is taken from a hook instead.
+        bi, tokens, last = 0.0, 0, []
+        hook = parent.model.layers[-1].register_forward_hook(lambda module, args, out: last.append(out))
+        try:
+            with torch.inference_mode():
+                for ids in batches:
+                    out = parent(input_ids=ids.to(self.device), use_cache=False, output_hidden_states=True)
+                    bi = bi + block_influence([*out.hidden_states[:-1], last.pop()]) * ids.numel()
+                    tokens += ids.numel()
+        finally:
+            hook.remove()
+        self.run.write_json("score/block_influence.json", (bi / tokens).tolist())
+        return {"candidates": len(scores), "score_tokens": tokens}
+
+    def stage_measure(self, h: str) -> dict[str, Any]:
+        from puzzle.modeling_decilm import build_attention_block, build_ffn_block
+        from puzzle.parent import load_parent
+
+        parent, _ = load_parent(self.parent_path)  # a fresh copy: measuring casts it to the scenario dtype
+        mcfg = self.config["measure"]
+        table = build_cost_table(parent, self.attention_variants(), self.ffn_variants(), self.scenario(),
+                                 build_attention=build_attention_block, build_ffn=build_ffn_block,
+                                 device=self.device, warmup=mcfg["warmup"], iters=mcfg["iters"],
+                                 copies=mcfg["copies"], progress=self.progress)
+        self.run.write_json("measure/costs.json", {**table.to_dict(), "device_name": device_name(self.device)})
+        ratio = table.calibration["sum_of_parts_over_measured"]
+        self.log(f"[measure] parent {table.calibration['parent_measured']['tokens_per_s']:.1f} tokens/s measured; "
+                 f"skeleton (all blocks no-op) {table.skeleton['tokens_per_s']:.1f} tokens/s; sum of parts = {ratio:.3f} "
+                 f"x measured before the per-subblock overhead ({table.overhead_per_subblock['runtime_ms']:.3f} ms)")
+        return {}
+
+    def cost_table(self) -> CostTable:
+        d = self.run.read_json("measure/costs.json")
+        d.pop("device_name", None)
+        return CostTable.from_dict(d)
+
+    def problem(self) -> SearchProblem:
+        """The MIP's input: per layer, every (attention, FFN) block with its score and measured costs."""
+        scores = self.run.read_json("score/scores.json")
+        return build_problem(scores, self.cost_table(), self.attention_variants(), self.ffn_variants(),
+                             self.parent_block(), self.parent_config.num_hidden_layers,
+                             mode=self.config["bld"]["mode"], objective=self.config["score"]["objective"])
+
+    def stage_search(self, h: str) -> dict[str, Any]:
+        from puzzle.search import solve
+
+        problem = self.problem()
+        table = self.cost_table()
+        self.run.write_json("search/problem.json", problem.to_dict())
+        parent_tps = table.calibration["parent_measured"]["tokens_per_s"]
+        scfg = self.config["search"]
+        blocks = {BlockConfig(a, f).name: BlockConfig(a, f) for a in self.attention_variants()
+                  for f in self.ffn_variants()}
+        solutions: dict[str, dict[str, Any]] = {}
+        skipped: dict[str, str] = {}
+        for target in self.config["targets"]:
+            label, value, relative = parse_target(target)
+            tps = value * parent_tps if relative else value
+            budget = {"runtime_ms": table.scenario.runtime_budget_ms(tps)}
+            try:
+                sol = solve(problem, budgets=budget, solver=scfg["solver"], time_limit_s=scfg["time_limit_s"])[0]
+            except InfeasibleTargetError as e:
+                raise InfeasibleTargetError(_infeasible_in_tps(str(e), problem, table, label, tps)) from None
+            solutions[f"puzzle-{label}"] = _solution_record(sol, blocks, "puzzle", label, tps, table)
+            for method in self.config["baselines"]:
+                try:
+                    sol = self._baseline(method, problem, budget)
+                except InfeasibleTargetError as e:  # a coarse baseline missing the target must not stop the run
+                    skipped[f"{method}-{label}"] = str(e)
+                    self.log(f"[search] {method}-{label} skipped: {e}")
+                    continue
+                solutions[f"{method}-{label}"] = _solution_record(sol, blocks, method, label, tps, table)
+        for name, rec in solutions.items():
+            self.log(f"[search] {name}: predicted {rec['predicted']['tokens_per_s']:.1f} tokens/s "
+                     f"(target {rec['target_tokens_per_s']:.1f}), objective {rec['objective']:.4f}")
+        self.run.write_json("search/solutions.json", solutions)
+        self.run.write_json("search/skipped.json", skipped)
+        return {"children": sorted(solutions)}
+
+    def _baseline(self, method: str, problem: SearchProblem, budget: dict[str, float]) -> Solution:
+        """Uniform shrink (GQA x SwiGLU widths only) or ShortGPT layer dropping, by P-search's selection."""
+        from puzzle.baselines import shortgpt_choice, uniform_choice
+
+        if method == "uniform":
+            allowed = {n for row in problem.variant_names for n in row if "linear" not in n and "no_op" not in n}
+            return uniform_choice(problem, budget, allowed_variants=sorted(allowed))
+        bi = np.asarray(self.run.read_json("score/block_influence.json"))
+        no_op = BlockConfig(AttentionConfig(no_op=True), FFNConfig(no_op=True)).name
+        return shortgpt_choice(problem, bi, budget, parent_variant=self.parent_block().name, drop_variant=no_op)
+
+    def solutions(self) -> dict[str, dict[str, Any]]:
+        return self.run.read_json("search/solutions.json")
+
+    def block_configs(self, record: Mapping[str, Any]) -> list[BlockConfig]:
+        c = self.parent_config
+        return [BlockConfig.from_dict(d, hidden_size=c.hidden_size, num_attention_heads=c.num_attention_heads)
+                for d in record["blocks"]]
+
+    def stage_realize(self, h: str) -> dict[str, Any]:
+        from puzzle.realize import realize
+
+        parent, _ = self.parent()
+        library = self.library()
+        for name, rec in self.solutions().items():
+            child = realize(parent, self.block_configs(rec), library)
+            with self.run.atomic_dir(f"realize/{name}") as tmp:
+                child.save_pretrained(tmp)
+            self.log(f"[realize] {name}: {sum(p.numel() for p in child.parameters()) / 1e6:.2f} M parameters")
+        return {}
+
+    def load_child(self, stage: str, name: str) -> Any:
+        from puzzle.modeling_decilm import DeciLMForCausalLM
+
+        return DeciLMForCausalLM.from_pretrained(self.run.path(f"{stage}/{name}"))
+
+    def stage_gkd(self, h: str) -> dict[str, Any]:
+        from puzzle.gkd import run_gkd
+
+        parent, _ = self.parent()
+        cfg = dict(self.config["gkd"])
+        budget, every = cfg.pop("token_budget"), cfg.pop("checkpoint_every")
+        for name in self.solutions():
+            marker = f"gkd/{name}/gkd.json"
+            if self.run.path(marker).exists() and self.run.read_json(marker).get("inputs_hash") == h:
+                self.log(f"[gkd] {name}: done already")
+                continue
+            student = self.load_child("realize", name)
+            ckpt_dir = self.run.stage_dir("gkd") / f".ckpt-{name}-{h}"
+            metrics = run_gkd(student, parent, self.datamodule(), token_budget=budget, ckpt_dir=ckpt_dir,
+                              checkpoint_every=every, seed=self.config["seed"],
+                              trainer_kwargs=self.trainer_kwargs(), **cfg)
+            with self.run.atomic_dir(f"gkd/{name}") as tmp:
+                student.cpu().save_pretrained(tmp)
+                (tmp / "gkd.json").write_text(json.dumps({"inputs_hash": h, **metrics}, indent=2))
+            shutil.rmtree(ckpt_dir, ignore_errors=True)  # the trained child is saved; checkpoints are large
+            self.log(f"[gkd] {name}: loss {metrics.get('first_loss', float('nan')):.4f} -> "
+                     f"{metrics.get('last_loss', float('nan')):.4f} in {metrics['steps']} steps")
+        return {}
+
+    def stage_evaluate(self, h: str) -> dict[str, Any]:
+        from puzzle.evaluate import evaluate_models
+
+        parent, _ = self.parent()
+        solutions = self.solutions()
+        children = {name: self.load_child("gkd", name) for name in solutions}
+        ecfg = self.config["evaluate"]
+        batches = self.datamodule().heldout_batches("test", ecfg["tokens"])
+        predicted = {name: rec["predicted"]["runtime_ms"] for name, rec in solutions.items()}
+        predicted["parent"] = self.cost_table().calibration["parent_measured"]["runtime_ms"]
+        results = evaluate_models(children, parent, batches, self.scenario(), device=self.device,
+                                  predicted_runtime_ms=predicted, warmup=ecfg["warmup"], iters=ecfg["iters"],
+                                  progress=self.progress)
+        for name, rec in solutions.items():
+            results[name].update({"method": rec["method"], "target": rec["target"],
+                                  "target_tokens_per_s": rec["target_tokens_per_s"]})
+        self.run.write_json("evaluate/evaluate.json", results)
+        self.log(format_results(results))
+        return {}
+
+    def stage_export(self, h: str) -> dict[str, Any]:
+        from puzzle.export import export_child
+
+        _, tokenizer = self.parent()
+        for name in self.solutions():
+            export_child(self.load_child("gkd", name), tokenizer, self.run.path(f"export/{name}"))  # atomic
+        return {}
+
+
+# -- helpers --------------------------------------------------------------------------------------------------------
+def _default_parent(data_dir: str | None) -> Path:
+    from benchmarks.data import smollm2_dir
+
+    return smollm2_dir(data_dir)
+
+
+def _search_space(d: Mapping[str, Any]) -> Any:
+    from puzzle.library import SearchSpace
+
+    return SearchSpace.from_dict(dict(d))
+
+
+def build_problem(scores: Mapping[str, Mapping[str, float]], table: CostTable, attention: Sequence[AttentionConfig],
+                  ffn: Sequence[FFNConfig], parent_block: BlockConfig, num_layers: int, *, mode: str,
+                  objective: str = "kl") -> SearchProblem:
+    """SearchProblem with one row per layer and one column per (attention, FFN) block.
+
+    Costs of a block = attention variant + FFN variant (measured once per variant). Scores: coupled mode scores
+    every block; decoupled mode scores subblocks alone and a block's score is the sum of its two subblocks' scores
+    (each relative to the parent's own score, `scores["parent"]`), i.e. their effects are taken as additive. Unscored
+    candidates are NaN (unavailable to the MIP).
+    """
+    sense = OBJECTIVES[objective]
+    blocks = [BlockConfig(a, f) for a in attention for f in ffn]
+    names = [[b.name for b in blocks] for _ in range(num_layers)]
+    base = scores["parent"][objective]
+    score = np.full((num_layers, len(blocks)), np.nan)
+    for i in range(num_layers):
+        for j, b in enumerate(blocks):
+            if b == parent_block:
+                score[i, j] = base
+            elif mode == "coupled":
+                m = scores.get(f"{i:03d}-block-{b.name}")
+                score[i, j] = m[objective] if m else np.nan
+            else:
+                total = base
+                for kind, sub, par in (("attention", b.attention, parent_block.attention),
+                                       ("ffn", b.ffn, parent_block.ffn)):
+                    if sub != par:
+                        m = scores.get(f"{i:03d}-{kind}-{sub.name}")
+                        total += (m[objective] - base) if m else np.nan
+                score[i, j] = total
+    costs = {k: np.array([[table.subblock("attention", b.attention.name)[k] + table.subblock("ffn", b.ffn.name)[k]
+                           for b in blocks]] * num_layers) for k in ("runtime_ms", "memory_mib", "params")}
+    fixed = table.fixed()
+    return SearchProblem(names, score, costs, {k: fixed[k] for k in costs}, sense)
+
+
+def _solution_record(sol: Solution, blocks: Mapping[str, BlockConfig], method: str, label: str, tps: float,
+                     table: CostTable) -> dict[str, Any]:
+    chosen = [blocks[n] for n in sol.names]
+    predicted = table.predict([(b.attention.name, b.ffn.name) for b in chosen])
+    return {"method": method, "target": label, "target_tokens_per_s": tps, "objective": sol.objective,
+            "names": sol.names, "choice": sol.choice, "blocks": [b.to_dict() for b in chosen],
+            "predicted": predicted,
+            "solver": sol.solver, "optimal": sol.optimal, "solve_time_s": sol.solve_time_s}
+
+
+def _infeasible_in_tps(message: str, problem: SearchProblem, table: CostTable, label: str, tps: float) -> str:
+    cheapest_ms, _ = problem.cost_range("runtime_ms")
+    best = table.scenario.tokens_per_s(cheapest_ms)
+    return (f"throughput target {label} = {tps:.1f} tokens/s is not reachable with this search space: the cheapest "
+            f"achievable child runs at {best:.1f} tokens/s (runtime {cheapest_ms:.2f} ms for batch "
+            f"{table.scenario.batch} x {table.scenario.decode} tokens).\n{message}")
+
+
+def format_results(results: Mapping[str, Mapping[str, float]]) -> str:
+    """One line per model: quality and measured throughput."""
+    head = (f"{'model':<22}{'top1 acc':>9}{'retain':>8}{'agree':>7}{'KL':>8}{'ppl':>9}{'tok/s':>9}{'speedup':>8}"
+            f"{'pred/meas':>10}")
+    lines = [head]
+    for name, r in results.items():
+        lines.append(f"{name:<22}{r['top1_accuracy']:>9.4f}{r['top1_accuracy_retention']:>8.3f}"
+                     f"{r['top1_agreement']:>7.3f}{r['kl']:>8.4f}{r['perplexity']:>9.2f}"
+                     f"{r['measured_tokens_per_s']:>9.1f}{r['speedup']:>8.3f}"
+                     f"{r.get('predicted_over_measured', float('nan')):>10.3f}")
+    return "\n".join(lines)

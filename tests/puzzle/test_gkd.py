@@ -1,0 +1,91 @@
+"""Global distillation: the loss terms, that training lowers the loss, and checkpoint resume."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from puzzle import gkd
+from puzzle.block_config import BlockConfig, FFNConfig
+from puzzle.data import AustenDataModule
+from puzzle.gkd import gkd_losses, run_gkd
+from puzzle.parent import load_parent
+
+TRAINER = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_parent, austen_texts):
+    parent, tok = load_parent(tiny_parent)
+    dm = AustenDataModule(tok, seq_len=16, batch_size=2, texts=austen_texts)
+    return parent, dm
+
+
+def _child(parent):
+    child = copy.deepcopy(parent)
+    pa = parent.config.parent_block_config()
+    child.replace_block(1, BlockConfig(pa.attention, FFNConfig(no_op=True)), child.model.layers[1].attn_block, None)
+    return child.requires_grad_(True)
+
+
+def _loss(child, parent, batches):
+    with torch.no_grad():
+        vals = [gkd_losses(child(input_ids=b, output_hidden_states=True), parent(input_ids=b, output_hidden_states=True),
+                           b) for b in batches]
+    return sum(v["cosine"] + v["kl"] for v in vals).item() / len(vals)
+
+
+def test_losses_vanish_for_the_parent_itself(setup):
+    parent, dm = setup
+    ids = dm.heldout_batches("test")[0]
+    out = parent(input_ids=ids, output_hidden_states=True)
+    same = gkd_losses(out, out, ids)
+    assert same["cosine"].item() == pytest.approx(0.0, abs=1e-5) and same["kl"].item() == pytest.approx(0, abs=1e-6)
+    child = _child(parent)
+    diff = gkd_losses(child(input_ids=ids, output_hidden_states=True), out, ids, hidden="final")
+    assert diff["cosine"] > 0 and diff["kl"] > 0 and diff["lm"] > 0
+    with pytest.raises(ValueError, match="per_layer"):
+        gkd_losses(out, out, ids, hidden="middle")
+
+
+def test_gkd_lowers_the_distillation_loss(setup, tmp_path):
+    parent, dm = setup
+    child = _child(parent)
+    budget = 12 * dm.tokens_per_batch
+    batches = list(dm.train_batches(budget))  # the distillation objective on the text it was trained on
+    before = _loss(child, parent, batches)
+    metrics = run_gkd(child, parent, dm, token_budget=budget, ckpt_dir=tmp_path, lr=1e-3, trainer_kwargs=TRAINER)
+    assert metrics["steps"] == 12 and len(metrics["history"]) == 12
+    assert _loss(child, parent, batches) < 0.9 * before
+
+
+def test_killed_gkd_resumes_to_the_same_weights(setup, tmp_path, monkeypatch):
+    parent, dm = setup
+    budget = 6 * dm.tokens_per_batch
+    clean = _child(parent)
+    run_gkd(clean, parent, dm, token_budget=budget, ckpt_dir=tmp_path / "clean", lr=3e-3, checkpoint_every=2,
+            trainer_kwargs=TRAINER)
+
+    real_step = gkd.GKDModule.training_step
+
+    def dies_at_step_5(self, ids, batch_idx):
+        if self.trainer.global_step == 5:
+            raise KeyboardInterrupt("killed")
+        return real_step(self, ids, batch_idx)
+
+    monkeypatch.setattr(gkd.GKDModule, "training_step", dies_at_step_5)
+    killed = _child(parent)
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        run_gkd(killed, parent, dm, token_budget=budget, ckpt_dir=tmp_path / "run", lr=3e-3, checkpoint_every=2,
+                trainer_kwargs=TRAINER)
+    assert (tmp_path / "run" / "last.ckpt").exists()
+    monkeypatch.setattr(gkd.GKDModule, "training_step", real_step)
+    resumed = _child(parent)  # a fresh process would rebuild the child from the realize stage
+    metrics = run_gkd(resumed, parent, dm, token_budget=budget, ckpt_dir=tmp_path / "run", lr=3e-3,
+                      checkpoint_every=2, trainer_kwargs=TRAINER)
+    assert metrics["steps"] == 6 and len(metrics["history"]) == 6  # the killed attempt's steps are kept
+    for (name, a), (_, b) in zip(clean.state_dict().items(), resumed.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+    assert not torch.equal(clean.state_dict()["model.layers.0.mlp.up_proj.weight"],
+                           parent.state_dict()["model.layers.0.mlp.up_proj.weight"])

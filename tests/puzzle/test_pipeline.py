@@ -1,0 +1,170 @@
+"""The staged pipeline on a tiny parent: complete run, skipping, resuming after a kill, parent binding."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from puzzle.pipeline import STAGES, ConfigError, Pipeline, StageNotReadyError, load_config, parse_target
+from puzzle.run_folder import RunFolder, RunFolderMismatchError, file_hash
+
+DETERMINISTIC = ("library", "bld", "score")  # stages whose artifacts depend on no timing
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory, tiny_parent, tiny_run_config, austen_texts):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("clean")
+    pipe = Pipeline(load_config(tiny_run_config(tiny_parent)), root, texts=austen_texts, progress=False,
+                    log=lambda m: None)
+    pipe.run_all()
+    return pipe
+
+
+def _artifacts(root, stages):
+    return {rel: h for stage in stages for rel, h in RunFolder(root).stage_entry(stage)["artifacts"].items()}
+
+
+def test_complete_run_writes_every_stage(clean_run):
+    run = clean_run.run
+    manifest = run.manifest()
+    assert set(manifest["stages"]) == set(STAGES)
+    for entry in manifest["stages"].values():  # every recorded artifact is on disk with the recorded hash
+        for rel, digest in entry["artifacts"].items():
+            assert file_hash(run.path(rel)) == digest
+    results = run.read_json("evaluate/evaluate.json")
+    parent = results["parent"]
+    assert parent["kl"] == pytest.approx(0.0, abs=1e-5) and parent["top1_agreement"] == 1.0
+    children = [k for k in results if k != "parent"]
+    assert any(k.startswith("puzzle-") for k in children)
+    for name in children:
+        r = results[name]
+        assert r["measured_tokens_per_s"] > 0 and r["predicted_runtime_ms"] > 0
+        assert (run.path("export") / name / "modeling_decilm.py").exists()
+    solutions = run.read_json("search/solutions.json")
+    puzzle = next(v for k, v in solutions.items() if k.startswith("puzzle-"))
+    assert puzzle["predicted"]["tokens_per_s"] >= puzzle["target_tokens_per_s"] * (1 - 1e-9)
+    assert len(puzzle["blocks"]) == 4
+
+
+def test_rerun_skips_every_stage(clean_run, monkeypatch):
+    for stage in STAGES:
+        monkeypatch.setattr(Pipeline, f"stage_{stage}", lambda self, h, s=stage: pytest.fail(f"{s} re-ran"))
+    before = clean_run.run.manifest_path.read_bytes()
+    clean_run.run_all()
+    assert clean_run.run.manifest_path.read_bytes() == before
+
+
+def test_killed_run_resumes_with_the_same_artifacts(clean_run, tmp_path, tiny_parent, tiny_run_config,
+                                                    austen_texts, monkeypatch):
+    config = load_config(tiny_run_config(tiny_parent))
+    real_gkd = Pipeline.stage_gkd
+
+    def killed(self, h):
+        raise KeyboardInterrupt("killed in gkd")
+
+    monkeypatch.setattr(Pipeline, "stage_gkd", killed)
+    pipe = Pipeline(config, tmp_path, texts=austen_texts, progress=False, log=lambda m: None)
+    with pytest.raises(KeyboardInterrupt):
+        pipe.run_all()
+    done = set(pipe.run.manifest()["stages"])
+    assert done == {"library", "bld", "score", "measure", "search", "realize"}
+    before_kill = _artifacts(tmp_path, done)
+
+    monkeypatch.setattr(Pipeline, "stage_gkd", real_gkd)
+    ran = []
+    for stage in done:  # the resumed run must not redo finished stages
+        monkeypatch.setattr(Pipeline, f"stage_{stage}", lambda self, h, s=stage: ran.append(s))
+    resumed = Pipeline(config, tmp_path, texts=austen_texts, progress=False, log=lambda m: None)
+    resumed.run_all()
+    assert ran == []
+    assert set(resumed.run.manifest()["stages"]) == set(STAGES)
+    assert _artifacts(tmp_path, done) == before_kill
+    # what depends on no timing is byte-identical to an uninterrupted run
+    assert _artifacts(tmp_path, DETERMINISTIC) == _artifacts(clean_run.run.root, DETERMINISTIC)
+
+
+def test_changed_config_reruns_only_downstream(clean_run, tiny_parent, tiny_run_config, austen_texts, tmp_path):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(clean_run.run.root, root)
+    config = load_config(tiny_run_config(tiny_parent, gkd={"lr": 5e-4}))
+    pipe = Pipeline(config, root, texts=austen_texts, progress=False, log=lambda m: None)
+    redo = [s for s in STAGES if not pipe.run.is_done(s, pipe.inputs_hash(s))]
+    assert redo == ["gkd", "evaluate", "export"]
+    with pytest.raises(StageNotReadyError, match="gkd"):
+        pipe.run_stage("evaluate")
+
+
+def test_run_folder_refuses_another_parent(clean_run, tmp_path, make_tiny_parent, tiny_run_config, austen_texts):
+    other = make_tiny_parent(tmp_path / "other", seed=1, layers=3)
+    with pytest.raises(RunFolderMismatchError, match="different parent|belongs to parent"):
+        Pipeline(load_config(tiny_run_config(other)), clean_run.run.root, texts=austen_texts, progress=False)
+    manifest = json.loads(clean_run.run.manifest_path.read_text())
+    assert manifest["parent"]["fingerprint"] == clean_run.fingerprint
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="unknown config key 'gkd.lrr'"):
+        load_config({"gkd": {"lrr": 1}})
+    with pytest.raises(ConfigError, match="targets"):
+        load_config({"targets": []})
+    with pytest.raises(ConfigError, match="1.5 times|multiple"):
+        load_config({"targets": ["fast"]})
+    assert parse_target("1.5x") == ("1.5x", 1.5, True)
+    assert parse_target(250) == ("250tps", 250.0, False)
+
+
+def test_datamodule_split_budget_and_token_cache(tmp_path, tiny_parent, austen_texts, monkeypatch):
+    from puzzle import data
+    from puzzle.data import AustenDataModule, BatchStream
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_parent)
+    dm = AustenDataModule(tok, seq_len=8, batch_size=2, texts=austen_texts, cache_dir=tmp_path, seed=1)
+    dm.setup()
+    assert len(list(tmp_path.glob("*.npy"))) == 2
+    persuasion = tok(austen_texts["Persuasion"], add_special_tokens=False)["input_ids"]
+    score, test = dm.heldout_batches("score"), dm.heldout_batches("test")
+    held = torch.cat([b.flatten() for b in score]).tolist()
+    assert held == persuasion[: len(held)]  # the held-out novel, in order, and nothing else
+    assert not set(map(tuple, torch.cat(score).tolist())) & set(map(tuple, torch.cat(test).tolist()))
+    assert dm.num_batches(17) == 2 and len(dm.heldout_batches("test", tokens=16)) == 1
+    # a budget beyond one pass cycles through the text again, in another order
+    per_pass = len(dm.train_chunks) // 2
+    batches = list(dm.train_batches(tokens=(per_pass + 3) * 16))
+    assert len(batches) == per_pass + 3 and all(b.shape == (2, 8) for b in batches)
+    assert torch.equal(torch.stack(batches[5:9]), torch.stack(list(dm.train_batches(9 * 16, start=5))))
+    ranks = [list(BatchStream(dm, 6 * 16, rank=r, world_size=2)) for r in (0, 1)]
+    assert [len(r) for r in ranks] == [3, 3] and torch.equal(ranks[1][0], batches[1])
+
+    def no_tokenising(*args):
+        raise AssertionError("tokenised again despite the cache")
+
+    monkeypatch.setattr(data, "_tokenise", no_tokenising)
+    again = AustenDataModule(tok, seq_len=8, batch_size=2, texts=austen_texts, cache_dir=tmp_path, seed=1)
+    again.setup()
+    assert np_equal(again.train_chunks, dm.train_chunks)
+    other = AustenDataModule(tok, seq_len=8, batch_size=2, texts=austen_texts, cache_dir=tmp_path, seed=2)
+    other.setup()  # another seed reuses the tokens but shuffles the training chunks differently
+    assert not np_equal(other.train_chunks, dm.train_chunks)
+
+
+def np_equal(a, b) -> bool:
+    return a.shape == b.shape and bool((a == b).all())
+
+
+def test_coupled_mode_scores_whole_blocks(tmp_path, tiny_parent, tiny_run_config, austen_texts):
+    config = load_config(tiny_run_config(tiny_parent, bld={"mode": "coupled"}, baselines=[]))
+    pipe = Pipeline(config, tmp_path, texts=austen_texts, progress=False, log=lambda m: None)
+    pipe.run_all(["library", "bld", "score", "measure", "search"])
+    scores = pipe.run.read_json("score/scores.json")
+    n_blocks = len(pipe.attention_variants()) * len(pipe.ffn_variants())
+    assert len([k for k in scores if "-block-" in k]) == 4 * (n_blocks - 1)  # every non-parent block, every layer
+    problem = pipe.problem()
+    assert problem.available.all() and problem.scores.shape == (4, n_blocks)
+    no_op = problem.variant_names[0].index("no_op+no_op")
+    assert problem.scores[2, no_op] == scores["002-block-no_op+no_op"]["kl"]
+    assert list(pipe.solutions()) == ["puzzle-1.2x"]
