@@ -75,7 +75,7 @@ def compare_logits(parent_logp: torch.Tensor, logits: torch.Tensor, ids: torch.T
     p_logp = parent_logp[:, :-1].float()
     logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
     target = ids[:, 1:]
-    kl = (p_logp.exp() * (p_logp - logp)).sum(-1)
+    kl = (p_logp.exp() * (p_logp - logp)).sum(-1).clamp_min(0)  # KL >= 0; below is float rounding
     ce = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
     pred = logp.argmax(-1)
     return {
