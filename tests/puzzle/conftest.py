@@ -129,5 +129,21 @@ def make_tiny_parent():
 
 
 @pytest.fixture(scope="session")
+def load_tiny_llama(tmp_path_factory):
+    """Factory: a seeded random LlamaForCausalLM of the given config, saved and loaded back as a DeciLM parent."""
+    from puzzle.parent import load_parent
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    def load(config: dict):
+        torch.set_num_threads(1)
+        path = tmp_path_factory.mktemp("parent")
+        torch.manual_seed(0)
+        LlamaForCausalLM(LlamaConfig(**config)).save_pretrained(path)
+        return load_parent(path)[0]
+
+    return load
+
+
+@pytest.fixture(scope="session")
 def tiny_run_config():
     return tiny_config

@@ -8,10 +8,8 @@ import torch
 from puzzle.bld import nmse_terms, run_bld
 from puzzle.block_config import BlockConfig
 from puzzle.library import SearchSpace, build_library
-from puzzle.parent import load_parent
 from puzzle.realize import realize
 from torch.utils.data import DataLoader
-from transformers import LlamaConfig, LlamaForCausalLM
 
 TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, vocab_size=128, max_position_embeddings=64, initializer_range=0.1)
@@ -47,12 +45,8 @@ class CountSteps(L.Callback):
 
 
 @pytest.fixture(scope="module")
-def parent(tmp_path_factory):
-    torch.set_num_threads(1)
-    path = tmp_path_factory.mktemp("parent")
-    torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(**TINY)).save_pretrained(path)
-    return load_parent(path)[0]
+def parent(load_tiny_llama):
+    return load_tiny_llama(TINY)
 
 
 def small_library(parent):

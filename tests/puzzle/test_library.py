@@ -26,12 +26,8 @@ TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_atte
 
 
 @pytest.fixture(scope="module")
-def parent(tmp_path_factory):
-    torch.set_num_threads(1)
-    path = tmp_path_factory.mktemp("parent")
-    torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(**TINY)).save_pretrained(path)
-    return load_parent(path)[0]
+def parent(load_tiny_llama):
+    return load_tiny_llama(TINY)
 
 
 def calib(n: int = 2):

@@ -13,6 +13,8 @@ from puzzle.modeling_decilm import DeciLMForCausalLM
 from puzzle.parent import NotLlamaFamilyError, load_parent, parent_fingerprint
 from transformers import GPT2Config, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+from benchmarks.data import get_source
+
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=2, vocab_size=256, max_position_embeddings=128, initializer_range=0.1)
 
@@ -163,8 +165,8 @@ def test_generate_with_cache_equals_greedy_without_cache():
     assert torch.equal(seq, with_cache[:1])
 
 
-@pytest.mark.skipif(not (Path.home() / ".cache/effinfer/smollm2-135m-instruct/config.json").exists(),
-                    reason="SmolLM2 not fetched (effinfer-data fetch smollm2)")
+@pytest.mark.skipif(not get_source("smollm2").is_fetched(),
+                    reason="SmolLM2 not fetched (`effinfer-data fetch smollm2`; scripts/setup.sh does it)")
 def test_real_smollm2_parent_identity():
     from benchmarks.data import smollm2_dir
 
