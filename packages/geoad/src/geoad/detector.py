@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -106,7 +107,8 @@ class GeoADDetector:
             accelerator=config.accelerator, devices=config.devices, strategy=config.strategy,
             num_nodes=config.num_nodes, precision=config.precision, logger=False,
             enable_checkpointing=bool(checkpoints), callbacks=checkpoints,
-            enable_progress_bar=False, enable_model_summary=False,
+            enable_progress_bar=sys.stderr.isatty(),  # a long fit shows progress; logs and tests stay quiet
+            enable_model_summary=False,
         )
         ckpt = None
         if config.resume:
