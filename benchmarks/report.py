@@ -71,10 +71,24 @@ def _table(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _plot(task: str, records: list[dict[str, Any]], out: Path) -> bool:
+def _axes(record: dict[str, Any]) -> tuple:
+    a = record["extra"].get("axes", {})
+    return a.get("quality_key"), a.get("throughput_key", "samples_per_s"), a.get("higher_is_better", True)
+
+
+def _companions(task: str, records: list[dict[str, Any]], everything: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Other tasks' records on the same axes, data and device (e.g. GeoAD beside its baselines on the same split),
+    so one plot shows the whole accuracy-vs-cost picture; records of other splits never share a plot."""
+    first = records[0]
+    return [r for r in everything
+            if r["task"] != task and r["data"] == first["data"]
+            and _axes(r) == _axes(first) and r["device"].get("name") == first["device"].get("name")]
+
+
+def _plot(task: str, records: list[dict[str, Any]], out: Path, companions: list[dict[str, Any]]) -> bool:
     axes = records[0]["extra"].get("axes", {})
-    qkey, tkey = axes.get("quality_key"), axes.get("throughput_key", "samples_per_s")
-    pts = [(r["cost"].get(tkey), r["quality"].get(qkey), r["variant"]) for r in records]
+    qkey, tkey, higher = _axes(records[0])
+    pts = [(r["cost"].get(tkey), r["quality"].get(qkey), r["variant"], r["task"]) for r in records + companions]
     pts = [p for p in pts if p[0] is not None and p[1] is not None]
     if not qkey or not pts:
         return False
@@ -83,15 +97,17 @@ def _plot(task: str, records: list[dict[str, Any]], out: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    higher = axes.get("higher_is_better", True)
-    front = set(pareto_front([(x, y) for x, y, _ in pts], higher))
+    front = set(pareto_front([(x, y) for x, y, _, _ in pts], higher))
+    colours = {name: f"C{i}" for i, name in enumerate(dict.fromkeys(t for *_, t in pts))}
     fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=120)
-    for i, (x, y, name) in enumerate(pts):
-        ax.scatter(x, y, marker="*" if i in front else "o", s=90 if i in front else 35,
-                   color="tab:red" if i in front else "tab:blue", zorder=3)
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    for name, colour in colours.items():
+        mine = [(i, p) for i, p in enumerate(pts) if p[3] == name]
+        ax.scatter([p[0] for _, p in mine], [p[1] for _, p in mine], s=35, color=colour, zorder=3, label=name)
+        for _, (x, y, variant, _) in mine:
+            ax.annotate(variant, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     fx = sorted((pts[i][0], pts[i][1]) for i in front)
-    ax.plot([p[0] for p in fx], [p[1] for p in fx], "--", color="tab:red", lw=1, label="Pareto front")
+    ax.plot([p[0] for p in fx], [p[1] for p in fx], "--*", color="tab:red", lw=1, ms=10, zorder=4,
+            label="Pareto front")
     unit = "tokens/s" if tkey == "tokens_per_s" else "samples/s"
     ax.set_xscale("log")
     ax.set_xlabel(f"throughput ({unit}, log scale) — higher is faster")
@@ -99,7 +115,7 @@ def _plot(task: str, records: list[dict[str, Any]], out: Path) -> bool:
     device = records[0]["device"].get("name", "")
     ax.set_title(f"{task}\n{device}", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     tmp = out.with_name(f".{out.name}.tmp.png")
     fig.savefig(tmp)
@@ -114,8 +130,9 @@ def write_report(results_path: Path, out_dir: Path) -> Path:
     if not records:
         raise ValueError(f"{results_path} holds no results; run `python -m benchmarks run --profile quick` first")
     out_dir.mkdir(parents=True, exist_ok=True)
+    latest = latest_records(records)
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in latest_records(records):
+    for r in latest:
         by_task[r["task"]].append(r)
 
     lines = ["# Benchmark report", "", f"Results: `{results_path}` ({len(records)} records).", ""]
@@ -130,14 +147,15 @@ def write_report(results_path: Path, out_dir: Path) -> Path:
         lines.append("")
     for task, recs in sorted(by_task.items()):
         lines += [f"## {task}", ""]
-        if _plot(task, recs, out_dir / f"{task}.png"):
+        if _plot(task, recs, out_dir / f"{task}.png", _companions(task, recs, latest)):
             lines += [f"![{task}]({task}.png)", ""]
         lines += _table(recs) + [""]
     lines += [
         "How to read: each row is one variant measured with the shared yardstick (benchmarks/yardstick.py): "
         "latency is one synchronised call on one batch after warm-up; samples/s = batch x calls / time; "
         "% of peak = achieved FLOP/s over the device's GEMM peak measured in the same run. "
-        "Red stars are the Pareto front (nothing else is both faster and better).",
+        "A task's plot also shows other tasks' records on the same axes, data and device (e.g. GeoAD beside its "
+        "baselines on the same split); red stars joined by a dashed line are the Pareto front (nothing else is both faster and better).",
         "",
     ]
     report = out_dir / "report.md"

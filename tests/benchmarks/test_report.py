@@ -45,3 +45,15 @@ def test_unknown_task_is_a_clear_error(tmp_path, capsys):
 def test_write_report_needs_records(tmp_path):
     with pytest.raises(ValueError):
         write_report(tmp_path / "r.jsonl", tmp_path)
+
+
+def test_plots_share_only_records_of_the_same_split():
+    from benchmarks.report import _companions
+
+    def rec(task, data, qkey="auroc"):
+        axes = {"quality_key": qkey, "throughput_key": "samples_per_s", "higher_is_better": True}
+        return {"task": task, "method": "m", "data": data, "device": {"name": "cpu"}, "extra": {"axes": axes}}
+
+    mine = [rec("m.main", "split-a")]
+    others = [rec("m.baselines", "split-a"), rec("m.scoring", "split-b"), rec("m.other", "split-a", qkey="f1")]
+    assert [r["task"] for r in _companions("m.main", mine, mine + others)] == ["m.baselines"]

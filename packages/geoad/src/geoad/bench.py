@@ -70,6 +70,11 @@ def _eval_config(ctx: TaskContext, budget: Budget, transforms: str) -> EvalConfi
                       data_dir=ctx.data_dir, score_batch_size=64 if ctx.device.type == "cuda" else 8)
 
 
+def _data_label(classes: list[int] | tuple[int, ...], n_test: int) -> str:
+    """The evaluation set a record was measured on: the report plots together only records of the same set."""
+    return f"{DATASET} one-vs-rest, class{'es' if len(classes) > 1 else ''} {','.join(map(str, classes))}, {n_test} test"
+
+
 def _scoring_batch(ctx: TaskContext) -> int:
     return 64 if ctx.device.type == "cuda" else 8  # 8 images x 72 transformations = 576 network inputs
 
@@ -91,7 +96,7 @@ def run_transform_sets(ctx: TaskContext) -> None:
         artifact = config.out_dir / f"class-{budget.classes[0]}" / "seed-0" / "detector.pt"
         detector = GeoADDetector.load(artifact, ctx.device)
         cost = _measure_detector(ctx, detector, detector.conform(test.images))
-        ctx.record(f"T={len(detector.transforms)}", DATASET, quality, cost, transforms=transforms,
+        ctx.record(f"T={len(detector.transforms)}", _data_label(budget.classes, len(test)), quality, cost, transforms=transforms,
                    backbone=budget.backbone, classes=list(budget.classes), seeds=config.seeds, n_test=len(test),
                    train_pairs_per_s=float(np.mean([r["train_pairs_per_s"] for r in runs])),
                    train_pairs=runs[0]["train_pairs"], dtype_scoring=str(detector.dtype))
@@ -118,7 +123,8 @@ def run_baseline_task(ctx: TaskContext) -> None:
                    for k in ("auroc", "aupr_in", "aupr_out")}
         label = {"ocsvm": "RAW-OC-SVM label-free", "ocsvm-hindsight": "RAW-OC-SVM hindsight (test-tuned)",
                  "iforest": "IsolationForest"}[name]
-        ctx.record(label, DATASET, quality, cost, classes=list(budget.classes), n_test=len(test),
+        ctx.record(label, _data_label(budget.classes, len(test)), quality, cost, classes=list(budget.classes),
+                   n_test=len(test),
                    params={c: results[c][name]["params"] for c in budget.classes},
                    uses_test_labels=name == "ocsvm-hindsight")
 
@@ -142,8 +148,8 @@ def run_scoring_settings(ctx: TaskContext) -> None:
         images = detector.conform(test.images)
         normality = detector.score(images, _scoring_batch(ctx)).normality.numpy()
         cost = _measure_detector(ctx, detector, images)
-        ctx.record(f"T=72 {label}", DATASET, anomaly_metrics(normality, is_normal), cost, normal_class=c,
-                   n_test=len(test))
+        ctx.record(f"T=72 {label}", _data_label([c], len(test)), anomaly_metrics(normality, is_normal), cost,
+                   normal_class=c, n_test=len(test))
 
 
 def tasks() -> list[Task]:
