@@ -78,3 +78,25 @@ def test_foreign_file_without_newline_is_refused(tmp_path):
     path.write_text('{"a": 1}')
     with pytest.raises(ValueError, match="newline"):
         append_record(path, _record(1))
+
+
+def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
+    from benchmarks.results import atomic_dir
+
+    target = tmp_path / "out"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("first")
+    assert (target / "a.txt").read_text() == "first"
+
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("half")
+        raise RuntimeError("killed mid-write")
+    assert (target / "a.txt").read_text() == "first"  # untouched
+
+    with atomic_dir(target) as tmp:
+        (tmp / "b.txt").write_text("second")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]  # replaced whole, not merged
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temp or old folders left
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o777 & ~umask  # mkdtemp's 0700 is not kept

@@ -8,12 +8,12 @@ folder beside `out_dir` and renamed into place, so a crash never leaves a half-w
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
+
+from benchmarks.results import atomic_dir
 
 from .modeling_decilm import DeciLMForCausalLM
 
@@ -29,27 +29,11 @@ def export_child(model: DeciLMForCausalLM, tokenizer: PreTrainedTokenizerBase | 
     model.config.architectures = ["DeciLMForCausalLM"]
     model.config.auto_map = dict(AUTO_MAP)
     model.config.block_configs = [b.to_dict() for b in model.block_configs]
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         src = Path(__file__).parent
         for name in SOURCE_FILES:
             shutil.copyfile(src / name, tmp / name)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
-
-
-def replace_dir(tmp: Path, out_dir: Path) -> None:
-    """Atomically swap `tmp` into `out_dir` (an existing folder is moved aside first, then deleted)."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

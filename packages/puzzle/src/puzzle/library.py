@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
@@ -47,9 +45,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from benchmarks.results import atomic_dir
+
 from .block_config import AttentionConfig, BlockConfig, FFNConfig
 from .configuration_decilm import DeciLMConfig
-from .export import replace_dir
 from .modeling_decilm import (
     AttentionBlock,
     DeciLMForCausalLM,
@@ -389,8 +388,7 @@ class BlockLibrary(nn.Module):
         """index.json + layer_XXX.safetensors, written to a temp folder then renamed into place."""
         out_dir = Path(out_dir)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-        try:
+        with atomic_dir(out_dir) as tmp:
             layers = []
             for i in range(self.num_layers):
                 tensors = {}
@@ -409,10 +407,6 @@ class BlockLibrary(nn.Module):
                 "layers": layers,
             }
             (tmp / "index.json").write_text(json.dumps(index, indent=1))
-            replace_dir(tmp, out_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return out_dir
 
     @classmethod

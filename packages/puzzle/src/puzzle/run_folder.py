@@ -17,17 +17,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import shutil
-import tempfile
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks.results import write_atomic
+from benchmarks.results import atomic_dir, write_atomic
 
 MANIFEST = "manifest.json"
 
@@ -136,17 +133,6 @@ class RunFolder:
             raise FileNotFoundError(f"artifact {path} is missing: run the stage that writes it first")
         return torch.load(path, map_location="cpu", weights_only=True)
 
-    @contextmanager
-    def atomic_dir(self, rel: str | Path):
+    def atomic_dir(self, rel: str | Path) -> AbstractContextManager[Path]:
         """Yield a temporary folder beside `rel`; on success it replaces `rel` whole (never half-written)."""
-        final = self.root / rel
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-        try:
-            yield tmp
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
+        return atomic_dir(self.root / rel)
