@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from benchmarks.data import fetch, load_austen, smollm2_dir, smollm2_gguf
+from benchmarks.data import SourceMissingError, fetch, load_austen, smollm2_dir, smollm2_gguf
 
 PROMPT = "It is a truth universally acknowledged, that a single man in possession of a good fortune"
 
@@ -14,8 +14,8 @@ def models():
     folder = smollm2_dir()
     try:
         gguf = smollm2_gguf()
-    except Exception as e:  # a copy fetched from the canonical hub has no GGUF to compare with
-        pytest.skip(str(e))
+    except SourceMissingError as e:  # only a copy fetched from the canonical hub has no GGUF to compare with
+        pytest.skip(f"no GGUF to compare with: {e}")
     converted = AutoModelForCausalLM.from_pretrained(folder).eval()
     original = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name).eval()
     return converted, original, AutoTokenizer.from_pretrained(folder), \
