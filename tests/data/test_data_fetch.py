@@ -1,6 +1,7 @@
 """fetch and the CLI: idempotence, atomicity, using a user's copy, and the errors users see."""
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -114,7 +115,7 @@ def test_from_needs_one_source(tmp_path: Path) -> None:
         fetch("all", tmp_path, from_path=tmp_path)
 
 
-@pytest.mark.skipif(os.path.exists("/usr/bin/apt-get") is False, reason="needs apt-get")
+@pytest.mark.skipif(shutil.which("apt-get") is None, reason="needs apt-get (Debian)")
 def test_apt_without_package_lists_says_run_apt_get_update(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(packages_module, "APT_LISTS", tmp_path / "no-lists")  # as on a fresh machine
     monkeypatch.setattr(os, "geteuid", lambda: 1000)  # not root, so it must not try to update itself
