@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from benchmarks.registry import PROFILES
 from benchmarks.runner import DEFAULT_RESULTS
 
 
@@ -71,8 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
 
     run = sub.add_parser("run", help="run the registered tasks, append results, write the report")
-    run.add_argument("--profile", choices=["quick", "full"], default="quick",
-                     help="quick: minutes on a laptop CPU; full: the papers' protocols, for GPU runners")
+    run.add_argument("--profile", choices=list(PROFILES), default="quick",
+                     help="quick: minutes on a laptop CPU; cpu: about an hour on a CPU (tasks without cpu "
+                          "budgets run quick); full: the papers' protocols, for GPU runners")
     run.add_argument("--only", nargs="+", default=None, help="task names or methods to run (default: all)")
     run.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="JSONL results file (appended)")
     run.add_argument("--report-dir", type=Path, default=None, help="where report.md and plots go (default: beside results)")

@@ -58,6 +58,7 @@ BUDGETS = {
                    train_limit=None, max_steps=-1, test_limit=None, dirichlet_limit=None, baseline_max_train=2000,
                    scoring_test_limit=2000, compile=True),
 }
+BUDGETS["cpu"] = BUDGETS["quick"]  # GeoAD's CPU-hour run is one `geoad evaluate` class (README), not this harness task
 
 
 def _eval_config(ctx: TaskContext, budget: Budget, transforms: str) -> EvalConfig:

@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
                            description="AUROC vs images/s for several transformation sets and the baselines, "
                                        "measured with benchmarks.yardstick; same as "
                                        "`python -m benchmarks run --only geoad`.")
-    bench.add_argument("--profile", choices=["quick", "full"], default="quick",
+    bench.add_argument("--profile", choices=["quick", "cpu", "full"], default="quick",
                        help="quick: minutes on a CPU (one class, reduced budget); full: the paper's protocol (GPU)")
     bench.add_argument("--only", nargs="+", default=None, help="task names (geoad.fmnist, geoad.baselines, "
                                                                 "geoad.scoring); default all")

@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     for stage in STAGES:
         _common(sub.add_parser(stage, help=STAGE_HELP[stage], description=STAGE_HELP[stage]), config_required=False)
     bench = sub.add_parser("bench", help="run the Puzzle benchmark tasks (benchmarks.runner)")
-    bench.add_argument("--profile", choices=("quick", "full"), default="quick")
+    bench.add_argument("--profile", choices=("quick", "cpu", "full"), default="quick",
+                       help="configs/<profile>.yaml: quick (~10 min CPU), cpu (~1 h CPU), full (GPU budgets)")
     bench.add_argument("--device", default=None)
     bench.add_argument("--threads", type=int, default=None)
     bench.add_argument("--results", type=Path, default=Path("results/results.jsonl"), help="JSONL results file")
