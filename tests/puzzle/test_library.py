@@ -118,6 +118,29 @@ def test_linear_inits_follow_the_formulas(parent):
                                ffn.mlp.down_proj.weight @ torch.diag(gate) @ ffn.mlp.up_proj.weight)
 
 
+def test_least_squares_linear_inits_fit_the_calibration_tokens(parent):
+    batches = calib(4)
+    stats = calibration_stats(parent, batches, linear_fits=True)
+    acts = [parent_activations(parent, b["input_ids"])[1] for b in batches]
+    attn, ffn = parent.model.layers[1].attn_block, parent.model.layers[1].ffn_block
+    fit_attn = init_linear_attention(attn, parent.config, stats.attention_fit[1])
+    fit_ffn = init_linear_ffn(ffn, parent.config, fit=stats.ffn_fit[1])
+    cases = [  # (fitted block, its linear layer, its norm, the note's product init, subblock inputs, outputs)
+        (fit_attn, fit_attn.self_attn.linear_attn, fit_attn.input_layernorm, init_linear_attention(attn, parent.config),
+         torch.cat([a["attn_in"] for a in acts]), torch.cat([a["attn_out"] for a in acts])),
+        (fit_ffn, fit_ffn.mlp.linear_mlp, fit_ffn.post_attention_layernorm, init_linear_ffn(ffn, parent.config),
+         torch.cat([a["ffn_in"] for a in acts]), torch.cat([a["ffn_out"] for a in acts])),
+    ]
+    for fitted, linear, norm, product, x, y in cases:
+        with torch.no_grad():
+            xn = norm(x).reshape(-1, 64).double()
+            ref = torch.linalg.lstsq(xn, y.reshape(-1, 64).double()).solution.T.float()  # no ridge, no intercept
+            torch.testing.assert_close(linear.weight, ref, atol=5e-2, rtol=5e-2)
+            nmse = {name: ((m(x) - y).square().sum() / y.square().sum()).item()
+                    for name, m in (("fitted", fitted), ("product", product))}
+        assert nmse["fitted"] < min(nmse["product"], 1.0), nmse  # 1.0 = a no-op's normalised MSE
+
+
 def test_ffn_inits_truncate_and_activation_ranking(parent):
     ffn = parent.model.layers[0].ffn_block
     trunc = init_reduced_ffn(ffn, parent.config, 32)

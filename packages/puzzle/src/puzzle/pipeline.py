@@ -78,7 +78,7 @@ DEFAULTS: dict[str, Any] = {
     "data": {"seq_len": 256, "batch_size": 8},
     "search_space": {"kv_heads": [3, 1], "ffn_fractions": [1.0, 0.75, 0.5, 0.25], "attention_linear": True,
                      "attention_no_op": True, "ffn_linear": True, "ffn_no_op": True, "kv_init": "mean_pool",
-                     "ffn_init": "activation"},
+                     "ffn_init": "activation", "linear_init": "product"},
     "library": {"calib_tokens": 65536},
     "bld": {"mode": "decoupled", "token_budget": 1_000_000, "lr": 1e-4},
     "score": {"tokens": 32768, "objective": "kl"},
