@@ -11,8 +11,9 @@ from puzzle.costs import (
     Scenario,
     build_cost_table,
     kv_cache_bytes,
-    measure_attention,
-    measure_ffn,
+    measure_generation,
+    measure_variants,
+    skeleton_of,
 )
 from puzzle.modeling_decilm import build_attention_block, build_ffn_block
 from puzzle.parent import load_parent
@@ -32,7 +33,6 @@ def test_scenario_validation_and_throughput():
     with pytest.raises(ValueError, match=">= 1"):
         Scenario(batch=0)
     s = Scenario(batch=4, prefill=16, decode=10)
-    assert s.decode_cache_len == 21
     assert s.runtime_ms(2.0, 0.5) == 7.0
     assert s.tokens_per_s(s.runtime_budget_ms(123.0)) == pytest.approx(123.0)
 
@@ -43,32 +43,33 @@ def test_kv_memory_formula():
     assert kv_cache_bytes(Scenario(batch=1, prefill=3, decode=1, dtype="bfloat16"), 1, 8) == 4 * 1 * 2 * 1 * 8 * 2
 
 
-def test_subblock_costs(parent):
-    cfg, rotary = parent.config, parent.model.rotary_emb
-    kw = {"hidden_size": 64, "head_dim": 16, "device": CPU, "warmup": 1, "iters": 3}
-    kv2 = measure_attention(build_attention_block(cfg, 0, AttentionConfig.gqa(2, 4)), rotary, SCENARIO,
-                            n_kv_heads=2, **kw)
-    kv1 = measure_attention(build_attention_block(cfg, 0, AttentionConfig.gqa(1, 4)), rotary, SCENARIO,
-                            n_kv_heads=1, **kw)
-    linear = measure_attention(build_attention_block(cfg, 0, AttentionConfig(replace_with_linear=True)), rotary,
-                               SCENARIO, n_kv_heads=0, **kw)
-    for c in (kv2, kv1, linear):
-        assert c["prefill_ms"] > 0 and c["decode_ms"] > 0
+def test_subblock_costs_measured_in_probe_models(parent):
+    skeleton = skeleton_of(parent)
+    skeleton_cost = measure_generation(skeleton, SCENARIO, device=CPU, warmup=1, iters=3)
+    built = []  # every probe gets the variant in all L layers, each with its own layer index (its KV-cache slot)
+
+    def build_attention(config, i, variant):
+        built.append((variant.name, i))
+        return build_attention_block(config, i, variant)
+
+    attn, ffn = measure_variants(
+        skeleton, skeleton_cost,
+        [AttentionConfig.gqa(2, 4), AttentionConfig.gqa(1, 4), AttentionConfig(replace_with_linear=True),
+         AttentionConfig(no_op=True)],
+        [FFNConfig.of_size(128, 64), FFNConfig(no_op=True)], SCENARIO,
+        build_attention=build_attention, build_ffn=build_ffn_block, device=CPU, warmup=1, iters=3, progress=False)
+    assert built == [(name, i) for name in ("gqa_kv2", "gqa_kv1", "linear") for i in range(4)]
+    kv2, kv1, linear = attn["gqa_kv2"], attn["gqa_kv1"], attn["linear"]
+    for c in (kv2, kv1, ffn["ffn_128"]):
+        assert c["decode_ms"] > 0 and c["prefill_ms"] > 0  # a real subblock in 4 layers is not free
+    for c in (kv2, kv1, linear, ffn["ffn_128"]):
         assert c["runtime_ms"] == pytest.approx(c["prefill_ms"] + SCENARIO.decode * c["decode_ms"])
     params_kv2 = 64 * 64 * 2 + 64 * 32 * 2 + 64  # q, o, k, v + RMSNorm
     assert kv2["params"] == params_kv2 and kv1["params"] < kv2["params"]
     assert kv2["memory_mib"] * 2**20 == params_kv2 * 4 + kv_cache_bytes(SCENARIO, 2, 16)
     assert linear["memory_mib"] * 2**20 == linear["params"] * 4  # no KV cache
-    ffn = measure_ffn(build_ffn_block(cfg, FFNConfig.of_size(128, 64)), SCENARIO, hidden_size=64, device=CPU,
-                      warmup=1, iters=3)
-    assert ffn["decode_ms"] > 0 and ffn["params"] == 3 * 64 * 128 + 64
-    # several copies (weights streamed as in a deep model): per-copy time, the same params and memory
-    copies = measure_attention([build_attention_block(cfg, 0, AttentionConfig.gqa(2, 4)) for _ in range(3)], rotary,
-                               SCENARIO, n_kv_heads=2, **kw)
-    assert copies["decode_ms"] > 0 and (copies["params"], copies["memory_mib"]) == (kv2["params"], kv2["memory_mib"])
-    for none in (measure_attention(None, rotary, SCENARIO, n_kv_heads=2, **kw),
-                 measure_ffn(None, SCENARIO, hidden_size=64, device=CPU)):
-        assert all(v == 0 for v in none.values())
+    assert ffn["ffn_128"]["params"] == 3 * 64 * 128 + 64
+    assert all(v == 0 for v in attn["no_op"].values()) and all(v == 0 for v in ffn["no_op"].values())
 
 
 def test_greedy_generator_matches_recomputation(parent):

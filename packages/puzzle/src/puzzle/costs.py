@@ -1,30 +1,24 @@
 """Measured costs of every subblock variant for one deployment scenario (never analytic).
 
-Scenario = (batch B, prefill length P, decode length D, dtype). For each subblock variant:
+Scenario = (batch B, prefill length P, decode length D, dtype). Every time below is a measured whole generation
+(`measure_generation`: prefill + greedy decode with the KV cache, through `benchmarks.yardstick.time_fn`, medians):
 
-    prefill_ms      the subblock on [B, P, H] (attention: causal, writing a fresh KV cache)
-    decode_ms       the subblock on [B, 1, H] with a KV cache of C = P + D // 2 tokens (the middle of the decode:
-                    attention's per-token cost grows linearly with the cache, so the middle is its mean over the
-                    decode), the cache cropped back to C after every step so every timed step sees the same length
-    runtime_ms      prefill_ms + D * decode_ms            (the variant's share of one generation)
-    params          parameter count
-    memory_mib      weights + KV cache, KV = (P + D) * B * 2 * n_kv * head_dim * bytes
-A no-op costs 0 on every axis. Every layer's variant of the same config is the same module shape, so each distinct
-variant config is measured once and its costs are used for every layer. "Once" runs L fresh copies back to back
-(L = the parent's layer count) and divides by L: a single module's weights stay in the CPU cache and look cheaper
-than in the model, where every layer's weights stream from memory (seen on SmolLM2: one cached FFN looked as fast
-as one 4x narrower, and predicted/measured runtimes were off by 20%).
+    skeleton        the parent with every block a no-op: embeddings, LM head, per-forward work, empty layers --
+                    the fixed runtime of every child
+    a variant       (probe - skeleton) / L, where the probe is the skeleton with that variant in every layer's
+                    attention (or FFN) slot: prefill_ms, decode_ms (per token, averaged over the decode, so
+                    attention's cost growing with the cache is in it), runtime_ms = prefill_ms + D * decode_ms
+    overhead        (parent - skeleton - L * (parent attention + parent FFN)) / (2 L), added to every non-no-op
+                    subblock: what an attention and an FFN in one layer cost beyond their probes
+Per variant also: params and memory_mib = weights + KV cache, KV = (P + D) * B * 2 * n_kv * head_dim * bytes.
+A no-op costs 0 on every axis. Every layer's variant of the same config has the same shape, so each distinct variant
+is measured once. The non-block part (token embedding, final norm, LM head on the last position, argmax) is also
+timed alone (`measure_nonblock`); its parameters and memory are every child's fixed weights.
 
-The non-block part (token embedding, final norm, LM head on the last position, argmax) is measured the same way
-(its parameters and memory are every child's fixed weights). Per-forward work (positions, masks, cache objects, output
-objects), layer dispatch and residual adds are inside no subblock, so the sum of parts misses them. Two measured
-whole generations (`measure_generation`: prefill + greedy decode with the KV cache, same scenario) calibrate that:
-    skeleton   = the parent with every block a no-op  -> the fixed runtime of every child
-    overhead   = (parent - skeleton - sum of the parent's subblocks) / (2 L), added to every non-no-op subblock
-A child's predicted runtime = skeleton + sum over its non-no-op subblocks of (measured time + overhead); the pipeline
+A child's predicted runtime = skeleton + sum over its non-no-op subblocks of (variant time + overhead); the pipeline
 checks it against the child's measured generation (predicted / measured; the target is within 10%).
-
-All timings go through `benchmarks.yardstick.time_fn` (warm-up, device sync) and are medians.
+Why probes and not one module timed alone: alone, even as L copies back to back, part of a small variant's weights
+stayed in the CPU cache, and children made of small variants ran 5-12% slower than predicted (SmolLM2, 2-core Xeon).
 """
 
 from __future__ import annotations
@@ -64,11 +58,6 @@ class Scenario:
     def torch_dtype(self) -> torch.dtype:
         return DTYPES[self.dtype]
 
-    @property
-    def decode_cache_len(self) -> int:
-        """KV-cache length at which a decode step is timed: the middle of the decode."""
-        return self.prefill + self.decode // 2
-
     def runtime_ms(self, prefill_ms: float, decode_ms: float) -> float:
         return prefill_ms + self.decode * decode_ms
 
@@ -107,73 +96,6 @@ NO_OP_COST = {"prefill_ms": 0.0, "decode_ms": 0.0, "runtime_ms": 0.0, "params": 
 def _accepts(fn: Callable, name: str) -> bool:
     params = inspect.signature(fn).parameters
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-
-
-def _as_copies(block: nn.Module | Sequence[nn.Module] | None, scenario: Scenario,
-               device: torch.device) -> list[nn.Module]:
-    blocks = [] if block is None else [block] if isinstance(block, nn.Module) else list(block)
-    return [b.to(device=device, dtype=scenario.torch_dtype).eval() for b in blocks]
-
-
-@torch.inference_mode()
-def measure_attention(block: nn.Module | Sequence[nn.Module] | None, rotary: nn.Module, scenario: Scenario, *,
-                      hidden_size: int, head_dim: int, n_kv_heads: int, device: torch.device, warmup: int = 3,
-                      iters: int = 10) -> dict:
-    """Costs of one attention subblock (see module docstring); `rotary` gives the (cos, sin) position embeddings.
-
-    `block` may be several copies of the same variant: they run one after the other (each with its own cache) and
-    the time is divided by their number, so the weights stream from memory as in a model with many layers instead
-    of staying in the CPU cache.
-    """
-    blocks = _as_copies(block, scenario, device)
-    if not blocks:
-        return dict(NO_OP_COST)
-    from transformers import DynamicCache
-
-    B, P, C = scenario.batch, scenario.prefill, scenario.decode_cache_len
-    kw = {"dtype": scenario.torch_dtype, "device": device}
-
-    def inputs(start: int, length: int) -> tuple[torch.Tensor, tuple]:
-        x = torch.randn(B, length, hidden_size, **kw)
-        positions = torch.arange(start, start + length, device=device)
-        return x, rotary(x, positions[None].expand(B, -1))
-
-    x_p, pe_p = inputs(0, P)
-    prefill = median_ms(lambda: [b(x_p, pe_p, None, DynamicCache()) for b in blocks], device, warmup, iters)
-
-    caches = [DynamicCache() for _ in blocks]
-    x_c, pe_c = inputs(0, C)
-    for b, cache in zip(blocks, caches, strict=True):
-        b(x_c, pe_c, None, cache)
-    x_1, pe_1 = inputs(C, 1)
-
-    def step() -> None:
-        for b, cache in zip(blocks, caches, strict=True):
-            b(x_1, pe_1, None, cache)
-            if cache.get_seq_length() > C:  # linear attention keeps no cache
-                cache.crop(C - cache.get_seq_length())  # negative = tokens to drop (transformers 5)
-
-    decode = median_ms(step, device, warmup, iters)
-    n = len(blocks)
-    has_cache = caches[0].get_seq_length() > 0
-    memory = _weights_bytes(blocks[0]) + (kv_cache_bytes(scenario, n_kv_heads, head_dim) if has_cache else 0)
-    return _record(scenario, prefill / n, decode / n, count_params(blocks[0]), memory)
-
-
-@torch.inference_mode()
-def measure_ffn(block: nn.Module | Sequence[nn.Module] | None, scenario: Scenario, *, hidden_size: int,
-                device: torch.device, warmup: int = 3, iters: int = 10) -> dict:
-    """Costs of one FFN subblock on [B, P, H] (prefill) and [B, 1, H] (decode); copies as in `measure_attention`."""
-    blocks = _as_copies(block, scenario, device)
-    if not blocks:
-        return dict(NO_OP_COST)
-    kw = {"dtype": scenario.torch_dtype, "device": device}
-    x_p = torch.randn(scenario.batch, scenario.prefill, hidden_size, **kw)
-    x_1 = torch.randn(scenario.batch, 1, hidden_size, **kw)
-    n = len(blocks)
-    prefill = median_ms(lambda: [b(x_p) for b in blocks], device, warmup, iters) / n
-    decode = median_ms(lambda: [b(x_1) for b in blocks], device, warmup, iters) / n
-    return _record(scenario, prefill, decode, count_params(blocks[0]), _weights_bytes(blocks[0]))
 
 
 @torch.inference_mode()
@@ -304,9 +226,42 @@ class CostTable:
         return cls(**{**d, "scenario": Scenario(**d["scenario"])})
 
 
+def skeleton_of(model: nn.Module) -> nn.Module:
+    """A copy of `model` with every block a no-op (the part of the runtime that every child pays)."""
+    from puzzle.block_config import AttentionConfig, BlockConfig, FFNConfig
+
+    skeleton = copy.deepcopy(model)
+    empty = BlockConfig(AttentionConfig(no_op=True), FFNConfig(no_op=True))
+    for i in range(skeleton.config.num_hidden_layers):
+        skeleton.replace_block(i, empty, None, None)
+    return skeleton
+
+
+def _probe(skeleton: nn.Module, kind: str, variant: Any, build: Callable[..., nn.Module | None]) -> nn.Module:
+    """The skeleton with `variant` as every layer's attention (kind "attention") or FFN (kind "ffn")."""
+    from puzzle.block_config import AttentionConfig, BlockConfig, FFNConfig
+
+    model = copy.deepcopy(skeleton)
+    config = model.config
+    for i in range(config.num_hidden_layers):
+        if kind == "attention":
+            model.replace_block(i, BlockConfig(variant, FFNConfig(no_op=True)), build(config, i, variant), None)
+        else:
+            model.replace_block(i, BlockConfig(AttentionConfig(no_op=True), variant), None, build(config, variant))
+    return model
+
+
+def _module_record(scenario: Scenario, module: nn.Module, head_dim: int) -> dict:
+    """Params and memory (weights + KV cache when the module keeps one) of one subblock; times filled in later."""
+    has_cache = getattr(module, "has_kv_cache", False)
+    kv = kv_cache_bytes(scenario, module.self_attn.num_key_value_heads, head_dim) if has_cache else 0
+    return _record(scenario, 0.0, 0.0, count_params(module), _weights_bytes(module) + kv)
+
+
+@torch.inference_mode()
 def measure_variants(
-    config: Any,
-    rotary: nn.Module,
+    skeleton: nn.Module,
+    skeleton_cost: dict,
     attention_variants: Sequence[Any],
     ffn_variants: Sequence[Any],
     scenario: Scenario,
@@ -314,35 +269,44 @@ def measure_variants(
     build_attention: Callable[[Any, int, Any], nn.Module | None],
     build_ffn: Callable[[Any, Any], nn.Module | None],
     device: torch.device,
-    warmup: int = 3,
-    iters: int = 10,
-    copies: int | None = None,
+    warmup: int = 1,
+    iters: int = 5,
     progress: bool = True,
 ) -> tuple[dict[str, dict], dict[str, dict]]:
-    """Measure each distinct attention / FFN variant config once; name -> costs.
+    """Measure each distinct attention / FFN variant once, inside a whole model; name -> costs.
 
-    Each variant runs as `copies` fresh modules (default: one per parent layer) back to back, so its weights come
-    from memory as they do in the model (one module alone would sit in the CPU cache and look too cheap).
+    A variant's time = (measured generation of a probe - `skeleton_cost`) / L, where the probe is the skeleton (every
+    block a no-op) with the variant in every layer's attention or FFN slot: the subblock runs as in a child, its
+    weights streaming from memory between the other layers' and the LM head's, with the layer dispatch and residual
+    add it brings. Timing one module alone, even as L copies back to back, kept part of a small variant's weights in
+    the CPU cache: children of small variants measured 5-12% slower than so predicted on SmolLM2.
+    A difference below 0 (timing noise on a near-free variant) is recorded as 0.
     """
-    copies = copies or config.num_hidden_layers
-    hidden = config.hidden_size
-    head_dim = getattr(config, "head_dim", None) or hidden // config.num_attention_heads
-    attention, ffn = {}, {}
+    config = skeleton.config
+    L = config.num_hidden_layers
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    attention: dict[str, dict] = {}
+    ffn: dict[str, dict] = {}
     torch.manual_seed(0)
     items = [("attention", v) for v in attention_variants] + [("ffn", v) for v in ffn_variants]
     for kind, variant in tqdm(items, desc="measuring subblocks", disable=not progress):
-        if kind == "attention":
-            if variant.name in attention:
-                continue
-            n_kv = variant.num_key_value_heads or (config.num_attention_heads // (variant.n_heads_in_group or 1))
-            blocks = [build_attention(config, 0, variant) for _ in range(copies)]
-            attention[variant.name] = measure_attention(
-                None if blocks[0] is None else blocks, rotary, scenario, hidden_size=hidden, head_dim=head_dim,
-                n_kv_heads=n_kv, device=device, warmup=warmup, iters=iters)
-        elif variant.name not in ffn:
-            blocks = [build_ffn(config, variant) for _ in range(copies)]
-            ffn[variant.name] = measure_ffn(None if blocks[0] is None else blocks, scenario, hidden_size=hidden, device=device,
-                                            warmup=warmup, iters=iters)
+        table = attention if kind == "attention" else ffn
+        if variant.name in table:
+            continue
+        if variant.no_op:
+            table[variant.name] = dict(NO_OP_COST)
+            continue
+        build = build_attention if kind == "attention" else build_ffn
+        probe = _probe(skeleton, kind, variant, build).to(device=device, dtype=scenario.torch_dtype).eval()
+        layer = probe.model.layers[0]
+        module = layer.attn_block if kind == "attention" else layer.ffn_block
+        record = _module_record(scenario, module, head_dim)
+        cost = measure_generation(probe, scenario, device=device, warmup=warmup, iters=iters)
+        del probe
+        prefill = max(0.0, (cost["prefill_ms"] - skeleton_cost["prefill_ms"]) / L)
+        decode = max(0.0, (cost["decode_ms"] - skeleton_cost["decode_ms"]) / L)
+        record.update(prefill_ms=prefill, decode_ms=decode, runtime_ms=scenario.runtime_ms(prefill, decode))
+        table[variant.name] = record
     return attention, ffn
 
 
@@ -355,36 +319,28 @@ def build_cost_table(
     build_attention: Callable[[Any, int, Any], nn.Module | None],
     build_ffn: Callable[[Any, Any], nn.Module | None],
     device: torch.device,
-    warmup: int = 3,
-    iters: int = 10,
-    copies: int | None = None,
+    warmup: int = 1,
+    iters: int = 5,
     progress: bool = True,
 ) -> CostTable:
-    """Measure every variant, the non-block part, and two whole generations that calibrate the in-model overhead.
+    """Measure the skeleton, every variant inside a probe model, the non-block part and the parent.
 
     skeleton = the parent with every block a no-op (measured): embeddings, LM head, per-forward work (positions,
     masks, cache, output objects) and the empty layers' dispatch -- the fixed runtime of every child.
-    overhead_per_subblock = (measured parent - skeleton - sum of the parent's measured subblocks) / (2 L): the
-    residual add and call overhead a subblock has inside a layer and not alone. May be negative when a subblock
-    alone runs slower than inside the model (cold caches); it is a measured correction, not a model.
-    The parent's (attention, FFN) variant names are read from `parent.config.parent_block_config()`.
+    overhead_per_subblock = (measured parent - skeleton - sum of the parent's measured subblocks) / (2 L): what an
+    attention and an FFN in the same layer cost beyond their probes (small; may be negative), so the parent is
+    predicted exactly. The parent's (attention, FFN) variant names are read from `parent.config.parent_block_config()`.
     """
-    from puzzle.block_config import AttentionConfig, BlockConfig, FFNConfig
-
     config = parent.config
     parent = parent.to(device=device, dtype=scenario.torch_dtype).eval()
+    skeleton_model = skeleton_of(parent)
+    skeleton = measure_generation(skeleton_model, scenario, device=device, warmup=warmup, iters=iters)
     attention, ffn = measure_variants(
-        config, parent.model.rotary_emb, attention_variants, ffn_variants, scenario, build_attention=build_attention,
-        build_ffn=build_ffn, device=device, warmup=warmup, iters=iters, copies=copies, progress=progress)
-    nonblock = measure_nonblock(parent, scenario, device=device, warmup=warmup, iters=iters)
-    gen_iters = max(3, iters // 3)
-    measured = measure_generation(parent, scenario, device=device, warmup=1, iters=gen_iters)
-    skeleton_model = copy.deepcopy(parent)
-    empty = BlockConfig(AttentionConfig(no_op=True), FFNConfig(no_op=True))
-    for i in range(config.num_hidden_layers):
-        skeleton_model.replace_block(i, empty, None, None)
-    skeleton = measure_generation(skeleton_model, scenario, device=device, warmup=1, iters=gen_iters)
+        skeleton_model, skeleton, attention_variants, ffn_variants, scenario, build_attention=build_attention,
+        build_ffn=build_ffn, device=device, warmup=warmup, iters=iters, progress=progress)
     del skeleton_model
+    nonblock = measure_nonblock(parent, scenario, device=device, warmup=warmup, iters=iters)
+    measured = measure_generation(parent, scenario, device=device, warmup=warmup, iters=iters)
 
     pa = config.parent_block_config()
     L = config.num_hidden_layers

@@ -1,10 +1,10 @@
 """The Puzzle pipeline: nine stages, each reading the artifacts of earlier ones from a run folder.
 
+    measure   per-subblock costs measured in probe models         measure/costs.json
     library   block library initialised from the parent            library/lib/            (BlockLibrary.save)
     bld       blockwise local distillation of every variant        bld/lib/, bld/bld.json
     score     replace-1-block KL/LM loss/agreement per candidate   score/blocks/*.json, score/scores.json,
               + ShortGPT block influence of the parent             score/block_influence.json
-    measure   measured per-subblock costs for the scenario        measure/costs.json
     search    MIP per throughput target + the two baselines       search/problem.json, search/solutions.json
     realize   one heterogeneous child per solution                realize/<child>/ (HF folder, DeciLM)
     gkd       global distillation of each child                   gkd/<child>/ (HF folder) + gkd/<child>/gkd.json
@@ -43,7 +43,9 @@ from puzzle.run_folder import RunFolder, config_hash
 from puzzle.scoring import Candidate, score_candidates
 from puzzle.search import InfeasibleTargetError, SearchProblem, Solution
 
-STAGES = ("library", "bld", "score", "measure", "search", "realize", "gkd", "evaluate", "export")
+# measure runs first: in one process after BLD and scoring, batch-1 generation timed ~20% slower than in a fresh
+# process (SmolLM2 on a 2-core CPU), while the evaluate stage's timings matched a fresh process.
+STAGES = ("measure", "library", "bld", "score", "search", "realize", "gkd", "evaluate", "export")
 
 # stage -> the stages whose artifacts it reads (their inputs hashes are part of its own)
 STAGE_INPUTS: dict[str, tuple[str, ...]] = {
@@ -83,7 +85,7 @@ DEFAULTS: dict[str, Any] = {
     "bld": {"mode": "decoupled", "token_budget": 1_000_000, "lr": 1e-4},
     "score": {"tokens": 32768, "objective": "kl"},
     "scenario": {"batch": 1, "prefill": 128, "decode": 128, "dtype": "float32"},
-    "measure": {"warmup": 3, "iters": 10, "copies": None},  # copies: modules per timed variant (None = L)
+    "measure": {"warmup": 1, "iters": 5},  # per whole-generation timing (skeleton, each probe, parent)
     "targets": ["1.5x"],
     "search": {"solver": "auto", "time_limit_s": 60},
     "baselines": ["uniform", "shortgpt"],
@@ -360,7 +362,7 @@ class Pipeline:
         table = build_cost_table(parent, self.attention_variants(), self.ffn_variants(), self.scenario(),
                                  build_attention=build_attention_block, build_ffn=build_ffn_block,
                                  device=self.device, warmup=mcfg["warmup"], iters=mcfg["iters"],
-                                 copies=mcfg["copies"], progress=self.progress)
+                                 progress=self.progress)
         self.run.write_json("measure/costs.json", {**table.to_dict(), "device_name": device_name(self.device)})
         ratio = table.calibration["sum_of_parts_over_measured"]
         self.log(f"[measure] parent {table.calibration['parent_measured']['tokens_per_s']:.1f} tokens/s measured; "
