@@ -11,9 +11,7 @@ from puzzle.costs import (
     Scenario,
     build_cost_table,
     kv_cache_bytes,
-    measure_generation,
     measure_variants,
-    skeleton_of,
 )
 from puzzle.modeling_decilm import build_attention_block, build_ffn_block
 from puzzle.parent import load_parent
@@ -44,16 +42,14 @@ def test_kv_memory_formula():
 
 
 def test_subblock_costs_measured_in_probe_models(parent):
-    skeleton = skeleton_of(parent)
-    skeleton_cost = measure_generation(skeleton, SCENARIO, device=CPU, warmup=1, iters=3)
     built = []  # every probe gets the variant in all L layers, each with its own layer index (its KV-cache slot)
 
     def build_attention(config, i, variant):
         built.append((variant.name, i))
         return build_attention_block(config, i, variant)
 
-    attn, ffn = measure_variants(
-        skeleton, skeleton_cost,
+    attn, ffn, skeleton, measured = measure_variants(
+        parent,
         [AttentionConfig.gqa(2, 4), AttentionConfig.gqa(1, 4), AttentionConfig(replace_with_linear=True),
          AttentionConfig(no_op=True)],
         [FFNConfig.of_size(128, 64), FFNConfig(no_op=True)], SCENARIO,
@@ -70,6 +66,8 @@ def test_subblock_costs_measured_in_probe_models(parent):
     assert linear["memory_mib"] * 2**20 == linear["params"] * 4  # no KV cache
     assert ffn["ffn_128"]["params"] == 3 * 64 * 128 + 64
     assert all(v == 0 for v in attn["no_op"].values()) and all(v == 0 for v in ffn["no_op"].values())
+    assert 0 < skeleton["runtime_ms"] < measured["runtime_ms"]
+    assert skeleton["tokens_per_s"] == pytest.approx(SCENARIO.tokens_per_s(skeleton["runtime_ms"]))
 
 
 def test_greedy_generator_matches_recomputation(parent):

@@ -1,7 +1,8 @@
 """Measured costs of every subblock variant for one deployment scenario (never analytic).
 
 Scenario = (batch B, prefill length P, decode length D, dtype). Every time below is a measured whole generation
-(`measure_generation`: prefill + greedy decode with the KV cache, through `benchmarks.yardstick.time_fn`, medians):
+(`measure_generations`: prefill + greedy decode with the KV cache, through `benchmarks.yardstick.time_fn`, medians;
+each probe interleaved with the skeleton and the parent and rescaled to the parent's median, see `measure_variants`):
 
     skeleton        the parent with every block a no-op: embeddings, LM head, per-forward work, empty layers --
                     the fixed runtime of every child
@@ -26,7 +27,7 @@ from __future__ import annotations
 import copy
 import inspect
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -163,18 +164,38 @@ class GreedyGenerator:
 
 
 @torch.inference_mode()
+def measure_generations(models: Mapping[str, nn.Module], scenario: Scenario, *, device: torch.device,
+                        warmup: int = 1, iters: int = 5) -> dict[str, dict]:
+    """Measured prefill and full generation of several models: runtime_ms, prefill_ms, decode_ms (per token), tokens/s.
+
+    Interleaved: each of the `iters` rounds times every model once (medians over rounds), so a drift of the
+    machine's speed hits all models alike -- on the shared 2-core VM this repo was built on, the same parent measured
+    23.5 to 31 tokens/s in fresh processes within one hour. Models are moved to `device` and cast to the scenario
+    dtype in place.
+    """
+    gens = {name: GreedyGenerator(m.to(device=device, dtype=scenario.torch_dtype).eval(), scenario, device)
+            for name, m in models.items()}
+    for gen in gens.values():
+        for _ in range(max(1, warmup)):  # the first generation pays one-off costs (allocations, kernel choice)
+            gen()
+    prefill: dict[str, list[float]] = {name: [] for name in gens}
+    total: dict[str, list[float]] = {name: [] for name in gens}
+    for _ in range(iters):
+        for name, gen in gens.items():
+            prefill[name] += time_fn(gen.prefill, device=device, warmup=0, iters=1)
+            total[name] += time_fn(gen, device=device, warmup=0, iters=1)
+    out = {}
+    for name in gens:
+        p_ms, t_ms = 1000.0 * statistics.median(prefill[name]), 1000.0 * statistics.median(total[name])
+        out[name] = {"prefill_ms": p_ms, "decode_ms": (t_ms - p_ms) / scenario.decode, "runtime_ms": t_ms,
+                     "tokens_per_s": scenario.tokens_per_s(t_ms)}
+    return out
+
+
 def measure_generation(model: nn.Module, scenario: Scenario, *, device: torch.device, warmup: int = 1,
                        iters: int = 3) -> dict:
-    """Measured whole-model prefill and full generation: runtime_ms, prefill_ms, decode_ms (per token), tokens/s.
-
-    The model is moved to `device` and cast to the scenario dtype in place.
-    """
-    model = model.to(device=device, dtype=scenario.torch_dtype).eval()
-    gen = GreedyGenerator(model, scenario, device)
-    prefill = median_ms(gen.prefill, device, warmup, iters)
-    total = median_ms(gen, device, warmup, iters)
-    return {"prefill_ms": prefill, "decode_ms": (total - prefill) / scenario.decode, "runtime_ms": total,
-            "tokens_per_s": scenario.tokens_per_s(total)}
+    """`measure_generations` of one model."""
+    return measure_generations({"model": model}, scenario, device=device, warmup=warmup, iters=iters)["model"]
 
 
 # -- the cost table -----------------------------------------------------------------------------------------------
@@ -258,10 +279,11 @@ def _module_record(scenario: Scenario, module: nn.Module, head_dim: int) -> dict
     return _record(scenario, 0.0, 0.0, count_params(module), _weights_bytes(module) + kv)
 
 
-@torch.inference_mode()
+PHASES = ("prefill_ms", "decode_ms")
+
+
 def measure_variants(
-    skeleton: nn.Module,
-    skeleton_cost: dict,
+    parent: nn.Module,
     attention_variants: Sequence[Any],
     ffn_variants: Sequence[Any],
     scenario: Scenario,
@@ -272,42 +294,57 @@ def measure_variants(
     warmup: int = 1,
     iters: int = 5,
     progress: bool = True,
-) -> tuple[dict[str, dict], dict[str, dict]]:
-    """Measure each distinct attention / FFN variant once, inside a whole model; name -> costs.
+) -> tuple[dict[str, dict], dict[str, dict], dict[str, float], dict[str, float]]:
+    """Each distinct attention / FFN variant timed inside a probe model: (attention, ffn, skeleton, parent) costs.
 
-    A variant's time = (measured generation of a probe - `skeleton_cost`) / L, where the probe is the skeleton (every
-    block a no-op) with the variant in every layer's attention or FFN slot: the subblock runs as in a child, its
-    weights streaming from memory between the other layers' and the LM head's, with the layer dispatch and residual
-    add it brings. Timing one module alone, even as L copies back to back, kept part of a small variant's weights in
-    the CPU cache: children of small variants measured 5-12% slower than so predicted on SmolLM2.
-    A difference below 0 (timing noise on a near-free variant) is recorded as 0.
+    A variant's time = (probe - skeleton) / L, where the probe is the skeleton (every block a no-op) with the variant
+    in every layer's attention or FFN slot: the subblock runs as in a child, its weights streaming from memory between
+    the other layers' and the LM head's, with the layer dispatch and residual add it brings. Timing one module alone,
+    even as L copies back to back, kept part of a small variant's weights in the CPU cache: children of small variants
+    then ran 5-12% slower than predicted (SmolLM2). Each probe is timed interleaved with the skeleton and the parent,
+    and scaled by the parent's median over all probes / its time in that run, so a drift of the machine's speed
+    between probes cancels. A difference below 0 (timing noise on a near-free variant) is recorded as 0.
     """
-    config = skeleton.config
+    config = parent.config
     L = config.num_hidden_layers
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    attention: dict[str, dict] = {}
-    ffn: dict[str, dict] = {}
+    parent = parent.to(device=device, dtype=scenario.torch_dtype).eval()
+    skeleton = skeleton_of(parent)
+    tables: dict[str, dict[str, dict]] = {"attention": {}, "ffn": {}}
+    runs: dict[tuple[str, str], dict[str, dict]] = {}
     torch.manual_seed(0)
     items = [("attention", v) for v in attention_variants] + [("ffn", v) for v in ffn_variants]
     for kind, variant in tqdm(items, desc="measuring subblocks", disable=not progress):
-        table = attention if kind == "attention" else ffn
-        if variant.name in table:
+        if variant.name in tables[kind]:
             continue
         if variant.no_op:
-            table[variant.name] = dict(NO_OP_COST)
+            tables[kind][variant.name] = dict(NO_OP_COST)
             continue
-        build = build_attention if kind == "attention" else build_ffn
-        probe = _probe(skeleton, kind, variant, build).to(device=device, dtype=scenario.torch_dtype).eval()
+        probe = _probe(skeleton, kind, variant, build_attention if kind == "attention" else build_ffn)
         layer = probe.model.layers[0]
-        module = layer.attn_block if kind == "attention" else layer.ffn_block
-        record = _module_record(scenario, module, head_dim)
-        cost = measure_generation(probe, scenario, device=device, warmup=warmup, iters=iters)
+        tables[kind][variant.name] = _module_record(
+            scenario, layer.attn_block if kind == "attention" else layer.ffn_block, head_dim)
+        runs[kind, variant.name] = measure_generations({"skeleton": skeleton, "probe": probe, "parent": parent},
+                                                       scenario, device=device, warmup=warmup, iters=iters)
         del probe
-        prefill = max(0.0, (cost["prefill_ms"] - skeleton_cost["prefill_ms"]) / L)
-        decode = max(0.0, (cost["decode_ms"] - skeleton_cost["decode_ms"]) / L)
-        record.update(prefill_ms=prefill, decode_ms=decode, runtime_ms=scenario.runtime_ms(prefill, decode))
-        table[variant.name] = record
-    return attention, ffn
+    if not runs:  # only no-ops: time the skeleton and the parent once
+        runs["", ""] = measure_generations({"skeleton": skeleton, "parent": parent}, scenario, device=device,
+                                           warmup=warmup, iters=iters)
+    ref = {k: statistics.median(r["parent"][k] for r in runs.values()) for k in PHASES}
+    for (kind, name), r in runs.items():
+        if kind:
+            record = tables[kind][name]
+            for k in PHASES:
+                record[k] = max(0.0, (r["probe"][k] - r["skeleton"][k]) * ref[k] / r["parent"][k] / L)
+            record["runtime_ms"] = scenario.runtime_ms(record["prefill_ms"], record["decode_ms"])
+
+    def scaled(model: str) -> dict[str, float]:
+        out = {k: statistics.median(r[model][k] * ref[k] / r["parent"][k] for r in runs.values()) for k in PHASES}
+        out["runtime_ms"] = scenario.runtime_ms(out["prefill_ms"], out["decode_ms"])
+        out["tokens_per_s"] = scenario.tokens_per_s(out["runtime_ms"])
+        return out
+
+    return tables["attention"], tables["ffn"], scaled("skeleton"), scaled("parent")
 
 
 def build_cost_table(
@@ -323,31 +360,24 @@ def build_cost_table(
     iters: int = 5,
     progress: bool = True,
 ) -> CostTable:
-    """Measure the skeleton, every variant inside a probe model, the non-block part and the parent.
+    """Every variant timed in its probe (`measure_variants`), the skeleton, the parent and the non-block part.
 
-    skeleton = the parent with every block a no-op (measured): embeddings, LM head, per-forward work (positions,
-    masks, cache, output objects) and the empty layers' dispatch -- the fixed runtime of every child.
-    overhead_per_subblock = (measured parent - skeleton - sum of the parent's measured subblocks) / (2 L): what an
-    attention and an FFN in the same layer cost beyond their probes (small; may be negative), so the parent is
-    predicted exactly. The parent's (attention, FFN) variant names are read from `parent.config.parent_block_config()`.
+    overhead_per_subblock = (measured parent - skeleton - sum of the parent's subblocks) / (2 L): what an attention
+    and an FFN in the same layer cost beyond their probes (small; may be negative), so the parent is predicted
+    exactly. The parent's (attention, FFN) variant names are read from `parent.config.parent_block_config()`.
     """
     config = parent.config
-    parent = parent.to(device=device, dtype=scenario.torch_dtype).eval()
-    skeleton_model = skeleton_of(parent)
-    skeleton = measure_generation(skeleton_model, scenario, device=device, warmup=warmup, iters=iters)
-    attention, ffn = measure_variants(
-        skeleton_model, skeleton, attention_variants, ffn_variants, scenario, build_attention=build_attention,
-        build_ffn=build_ffn, device=device, warmup=warmup, iters=iters, progress=progress)
-    del skeleton_model
+    attention, ffn, skeleton, measured = measure_variants(
+        parent, attention_variants, ffn_variants, scenario, build_attention=build_attention, build_ffn=build_ffn,
+        device=device, warmup=warmup, iters=iters, progress=progress)
     nonblock = measure_nonblock(parent, scenario, device=device, warmup=warmup, iters=iters)
-    measured = measure_generation(parent, scenario, device=device, warmup=warmup, iters=iters)
 
     pa = config.parent_block_config()
     L = config.num_hidden_layers
     zero = {"prefill_ms": 0.0, "decode_ms": 0.0, "runtime_ms": 0.0}
     table = CostTable(scenario, str(device), attention, ffn, nonblock, skeleton, zero, {})
     parts = table.predict([(pa.attention.name, pa.ffn.name)] * L)
-    over = {k: (measured[k] - parts[k]) / (2 * L) for k in ("prefill_ms", "decode_ms")}
+    over = {k: (measured[k] - parts[k]) / (2 * L) for k in PHASES}
     over["runtime_ms"] = scenario.runtime_ms(over["prefill_ms"], over["decode_ms"])
     table.overhead_per_subblock = over
     table.calibration = {"parent_measured": measured, "skeleton_measured": skeleton,
