@@ -9,15 +9,22 @@ Batches are the outer loop and models the inner one, so the parent's logits of o
 logits are stored across batches.
 
 Cost, one scenario for all (costs.measure_generations: prefill + greedy decode with the KV cache, timed with
-benchmarks.yardstick.time_fn, the models interleaved round by round so a drift of the machine's speed hits all alike): runtime_ms, tokens_per_s, and, when the search predicted the child's runtime,
+benchmarks.yardstick.time_fn, the models interleaved round by round so a drift of the machine's speed hits all alike).
+The pipeline times saved models in a fresh Python process (`measure_in_fresh_process`): at the end of a 55-minute
+BLD + GKD process, one SmolLM2 child timed 1.34x the parent's speed, and 1.48x and 1.53x in two fresh processes: runtime_ms, tokens_per_s, and, when the search predicted the child's runtime,
 predicted_over_measured (the target: within 10% of 1) and predicted_over_measured_vs_parent (both runtimes
 divided by the parent's: what is left when the machine ran faster or slower than during the measure stage).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -60,13 +67,18 @@ def evaluate_models(
     warmup: int = 1,
     iters: int = 3,
     progress: bool = True,
+    costs: Mapping[str, Mapping[str, float]] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Quality + measured generation cost of every model (the parent is added as "parent")."""
+    """Quality + measured generation cost of every model (the parent is added as "parent").
+
+    `costs` (name -> `measure_generations` record, e.g. from `measure_in_fresh_process`) replaces timing here.
+    """
     models = {"parent": parent, **{k: v for k, v in models.items() if k != "parent"}}
     for model in models.values():
         model.to(device).eval()
     results = quality_metrics(models, parent, batches, device=device, progress=progress)
-    costs = measure_generations(models, scenario, device=device, warmup=warmup, iters=iters)  # interleaved
+    if costs is None:
+        costs = measure_generations(models, scenario, device=device, warmup=warmup, iters=iters)  # interleaved
     for name, model in models.items():
         cost = costs[name]
         results[name].update({f"measured_{k}": v for k, v in cost.items()})
@@ -85,3 +97,34 @@ def evaluate_models(
             r["predicted_over_measured_vs_parent"] = (r["predicted_runtime_ms"] / base["predicted_runtime_ms"]) / (
                 r["measured_runtime_ms"] / base["measured_runtime_ms"])
     return results
+
+
+def measure_in_fresh_process(parent_dir: str | Path, child_dirs: Mapping[str, str | Path], scenario: Scenario, *,
+                             device: torch.device, warmup: int = 1, iters: int = 3) -> dict[str, dict[str, float]]:
+    """`measure_generations` of the parent ("parent") and saved DeciLM children, in a new Python process with the
+    same torch thread count; name -> cost record."""
+    spec = {"parent": str(parent_dir), "children": {k: str(v) for k, v in child_dirs.items()},
+            "scenario": scenario.to_dict(), "device": str(device), "warmup": warmup, "iters": iters,
+            "threads": torch.get_num_threads()}
+    with tempfile.TemporaryDirectory() as tmp:
+        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "costs.json"
+        spec_path.write_text(json.dumps(spec))
+        subprocess.run([sys.executable, "-m", "puzzle.evaluate", str(spec_path), str(out_path)], check=True)
+        return json.loads(out_path.read_text())
+
+
+def _time_saved_models(spec_path: str, out_path: str) -> None:
+    from puzzle.modeling_decilm import DeciLMForCausalLM
+    from puzzle.parent import load_parent
+
+    spec = json.loads(Path(spec_path).read_text())
+    torch.set_num_threads(spec["threads"])
+    models = {"parent": load_parent(spec["parent"])[0],
+              **{name: DeciLMForCausalLM.from_pretrained(path) for name, path in spec["children"].items()}}
+    costs = measure_generations(models, Scenario(**spec["scenario"]), device=torch.device(spec["device"]),
+                                warmup=spec["warmup"], iters=spec["iters"])
+    Path(out_path).write_text(json.dumps(costs))
+
+
+if __name__ == "__main__":
+    _time_saved_models(*sys.argv[1:3])

@@ -479,7 +479,7 @@ class Pipeline:
         return {}
 
     def stage_evaluate(self, h: str) -> dict[str, Any]:
-        from puzzle.evaluate import evaluate_models
+        from puzzle.evaluate import evaluate_models, measure_in_fresh_process
 
         parent, _ = self.parent()
         solutions = self.solutions()
@@ -488,9 +488,12 @@ class Pipeline:
         batches = self.datamodule().heldout_batches("test", ecfg["tokens"])
         predicted = {name: rec["predicted"]["runtime_ms"] for name, rec in solutions.items()}
         predicted["parent"] = self.cost_table().calibration["parent_measured"]["runtime_ms"]
+        self.log("[evaluate] timing the parent and the children in a fresh process")
+        costs = measure_in_fresh_process(self.parent_path, {name: self.run.path(f"gkd/{name}") for name in solutions},
+                                         self.scenario(), device=self.device, warmup=ecfg["warmup"],
+                                         iters=ecfg["iters"])
         results = evaluate_models(children, parent, batches, self.scenario(), device=self.device,
-                                  predicted_runtime_ms=predicted, warmup=ecfg["warmup"], iters=ecfg["iters"],
-                                  progress=self.progress)
+                                  predicted_runtime_ms=predicted, progress=self.progress, costs=costs)
         for name, rec in solutions.items():
             results[name].update({"method": rec["method"], "target": rec["target"],
                                   "target_tokens_per_s": rec["target_tokens_per_s"]})
