@@ -1,9 +1,9 @@
 """Re-time a finished run's parent and children side by side in a fresh process, against two cost models.
 
-The `evaluate` stage times the models at the end of a long training process. On the 2-core VM this repo was built
-on, one child measured 1.34x there and 1.53x in a fresh process (SmolLM2, configs/cpu.yaml), so this script repeats
-the timing in a fresh process. It also re-measures the costs and compares, relative to the parent measured in the
-same window:
+Runs whose `evaluate` stage timed the models in the training process (before it used a subprocess) can be re-timed
+here: on the 2-core VM this repo was built on, one child measured 1.34x there and 1.48-1.53x in a fresh process
+(SmolLM2, configs/cpu.yaml). The script also re-measures the costs and compares two cost models, relative to the
+parent measured in the same window:
     probes   the pipeline's cost model (costs.build_cost_table: each variant in a skeleton probe)
     swaps    the parent with one variant in every layer's attention (or FFN) slot; a child's runtime is the parent's
              plus the sum of its layers' measured differences (the working set stays parent-sized)

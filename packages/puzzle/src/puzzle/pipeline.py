@@ -43,8 +43,9 @@ from puzzle.run_folder import RunFolder, config_hash
 from puzzle.scoring import Candidate, score_candidates
 from puzzle.search import InfeasibleTargetError, SearchProblem, Solution
 
-# measure runs first: in one process after BLD and scoring, batch-1 generation timed ~20% slower than in a fresh
-# process (SmolLM2 on a 2-core CPU), while the evaluate stage's timings matched a fresh process.
+# measure runs first, before training has run in the process: timings taken at the end of a long BLD + GKD process
+# proved unreliable (one SmolLM2 child read 1.34x there, 1.48-1.53x in fresh processes), which is also why evaluate
+# times its models in a subprocess.
 STAGES = ("measure", "library", "bld", "score", "search", "realize", "gkd", "evaluate", "export")
 
 # stage -> the stages whose artifacts it reads (their inputs hashes are part of its own)
