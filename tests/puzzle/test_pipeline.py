@@ -48,6 +48,26 @@ def test_complete_run_writes_every_stage(clean_run):
     assert len(puzzle["blocks"]) == 4
 
 
+def test_matched_children_cost_no_more_and_score_no_worse_than_their_baselines(clean_run):
+    solutions = clean_run.solutions()
+    matched = {k: v for k, v in solutions.items() if "matched" in v}
+    baselines = [k for k, v in solutions.items() if v["method"] != "puzzle"]
+    assert baselines
+    for name in baselines:  # each baseline has its Puzzle twin: a matched child or an identical main one
+        twin = next((v for v in matched.values() if v["matched"] == name), None)
+        if twin is None:
+            budget = solutions[name]["predicted"]["runtime_ms"]
+            assert any(v["method"] == "puzzle" and v["predicted"]["runtime_ms"] <= budget * (1 + 1e-9)
+                       for v in solutions.values())
+            continue
+        base = solutions[name]
+        assert twin["method"] == "puzzle" and twin["target"] == base["target"]
+        assert twin["predicted"]["runtime_ms"] <= base["predicted"]["runtime_ms"] * (1 + 1e-9)
+        assert twin["objective"] <= base["objective"] + 1e-9  # the baseline is one feasible point of the MIP
+    results = clean_run.run.read_json("evaluate/evaluate.json")
+    assert set(solutions) <= set(results)
+
+
 def test_rerun_skips_every_stage(clean_run, monkeypatch):
     for stage in STAGES:
         monkeypatch.setattr(Pipeline, f"stage_{stage}", lambda self, h, s=stage: pytest.fail(f"{s} re-ran"))
@@ -167,4 +187,4 @@ def test_coupled_mode_scores_whole_blocks(tmp_path, tiny_parent, tiny_run_config
     assert problem.available.all() and problem.scores.shape == (4, n_blocks)
     no_op = problem.variant_names[0].index("no_op+no_op")
     assert problem.scores[2, no_op] == scores["002-block-no_op+no_op"]["kl"]
-    assert list(pipe.solutions()) == ["puzzle-1.2x"]
+    assert list(pipe.solutions()) == ["puzzle-1.2x", "puzzle-1.5x"]

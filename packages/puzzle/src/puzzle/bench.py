@@ -52,7 +52,8 @@ def run_austen(ctx: TaskContext) -> None:
             extra.update(method=sol["method"], target=sol["target"], target_tokens_per_s=sol["target_tokens_per_s"],
                          blocks=sol["names"], predicted_runtime_ms=sol["predicted"]["runtime_ms"],
                          predicted_over_measured=r["predicted_over_measured"],
-                         predicted_over_measured_vs_parent=r["predicted_over_measured_vs_parent"])
+                         predicted_over_measured_vs_parent=r["predicted_over_measured_vs_parent"],
+                         matched=sol.get("matched"))
         ctx.record(name, "austen-persuasion-test", quality, cost, **extra)
 
 

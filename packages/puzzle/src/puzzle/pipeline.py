@@ -88,7 +88,9 @@ DEFAULTS: dict[str, Any] = {
     "scenario": {"batch": 1, "prefill": 128, "decode": 128, "dtype": "float32"},
     "measure": {"warmup": 1, "iters": 5},  # per whole-generation timing (skeleton, each probe, parent)
     "targets": ["1.5x"],
-    "search": {"solver": "auto", "time_limit_s": 60},
+    # match_baselines: also solve the MIP at each baseline's predicted runtime ("puzzle-1.5x-at-shortgpt"): the
+    # coarse baselines rarely land on the target, so this is the comparison at equal throughput
+    "search": {"solver": "auto", "time_limit_s": 60, "match_baselines": True},
     "baselines": ["uniform", "shortgpt"],
     "gkd": {"token_budget": 1_000_000, "lr": 1e-4, "hidden": "per_layer", "cosine_weight": 1.0, "kl_weight": 1.0,
             "lm_weight": 0.0, "checkpoint_every": 100},
@@ -412,12 +414,31 @@ class Pipeline:
                     self.log(f"[search] {method}-{label} skipped: {e}")
                     continue
                 solutions[f"{method}-{label}"] = _solution_record(sol, blocks, method, label, tps, table)
+                if scfg["match_baselines"]:
+                    self._match_baseline(problem, sol, method, label, blocks, table, solutions)
         for name, rec in solutions.items():
             self.log(f"[search] {name}: predicted {rec['predicted']['tokens_per_s']:.1f} tokens/s "
                      f"(target {rec['target_tokens_per_s']:.1f}), objective {rec['objective']:.4f}")
         self.run.write_json("search/solutions.json", solutions)
         self.run.write_json("search/skipped.json", skipped)
         return {"children": sorted(solutions)}
+
+    def _match_baseline(self, problem: SearchProblem, baseline: Solution, method: str, label: str,
+                        blocks: Mapping[str, BlockConfig], table: CostTable, solutions: dict[str, Any]) -> None:
+        """Puzzle at the baseline's predicted runtime, unless that child is already in `solutions`."""
+        from puzzle.search import solve
+
+        scfg = self.config["search"]
+        runtime = baseline.costs["runtime_ms"]
+        sol = solve(problem, budgets={"runtime_ms": runtime}, solver=scfg["solver"],
+                    time_limit_s=scfg["time_limit_s"])[0]  # feasible: the baseline itself meets this budget
+        same = next((k for k, v in solutions.items() if v["method"] == "puzzle" and v["choice"] == sol.choice), None)
+        if same is not None:
+            self.log(f"[search] puzzle at {method}-{label}'s runtime is {same}")
+            return
+        solutions[f"puzzle-{label}-at-{method}"] = {
+            **_solution_record(sol, blocks, "puzzle", label, table.scenario.tokens_per_s(runtime), table),
+            "matched": f"{method}-{label}"}
 
     def _baseline(self, method: str, problem: SearchProblem, budget: dict[str, float]) -> Solution:
         """Uniform shrink (GQA x SwiGLU widths only) or ShortGPT layer dropping, by P-search's selection."""
