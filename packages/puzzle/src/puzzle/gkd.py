@@ -18,6 +18,7 @@ killed-and-resumed run trains on the same batches as an uninterrupted one.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,9 +119,12 @@ def run_gkd(
     checkpoint_every: int = 100,
     seed: int = 0,
     trainer_kwargs: dict[str, Any] | None = None,
+    callbacks: Sequence[L.Callback] = (),
     **loss_kwargs: Any,
 ) -> dict[str, Any]:
     """Distil `student` from `teacher` for `token_budget` tokens; resumes from `ckpt_dir/last.ckpt` if present.
+
+    `callbacks` are added to the Trainer's (e.g. a held-out evaluation every N steps).
 
     Returns {"steps", "tokens", "first_loss", "last_loss", "history": [per-step losses]} (read from the CSV log).
     """
@@ -133,7 +137,7 @@ def run_gkd(
                                  save_on_train_epoch_end=True)
     attempt = len(list((ckpt_dir / "log").glob("version_*")))  # a resumed run logs beside, not over, the first
     trainer = L.Trainer(max_epochs=-1, logger=CSVLogger(ckpt_dir, name="log", version=attempt),
-                        callbacks=[checkpoint], enable_model_summary=False, log_every_n_steps=1,
+                        callbacks=[checkpoint, *callbacks], enable_model_summary=False, log_every_n_steps=1,
                         num_sanity_val_steps=0, limit_val_batches=0, deterministic=True, **kwargs)
     world = trainer.world_size
     trainer.fit_loop.epoch_loop.max_steps = max(1, datamodule.num_train_batches(token_budget) // world)
