@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the registered tasks, append results, write the report")
     run.add_argument("--profile", choices=list(PROFILES), default="quick",
-                     help="quick: minutes on a laptop CPU; cpu: about an hour on a CPU (tasks without cpu "
+                     help="quick: minutes on a laptop CPU; cpu: about 1.5 hours on a CPU (tasks without cpu "
                           "budgets run quick); full: the papers' protocols, for GPU runners")
     run.add_argument("--only", nargs="+", default=None, help="task names or methods to run (default: all)")
     run.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="JSONL results file (appended)")

@@ -20,7 +20,7 @@ from benchmarks.results import append_record, make_record
 from benchmarks.yardstick import Calibration, Cost
 
 ENTRY_POINT_GROUP = "benchmarks.tasks"
-# quick: minutes on a CPU (the main job); cpu: about an hour on a CPU; full: the papers' budgets, for GPU runners.
+# quick: minutes on a CPU (the main job); cpu: about 1.5 hours on a CPU; full: the papers' budgets, for GPU runners.
 # A task without its own cpu budgets runs its quick ones.
 PROFILES = ("quick", "cpu", "full")
 
