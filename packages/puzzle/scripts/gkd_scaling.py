@@ -42,8 +42,9 @@ class HeldOutEval(L.Callback):
         m = quality_metrics({"child": student}, self.parent, self.batches, device=self.parent.device,
                             progress=False)["child"]
         student.train()
+        retention = m["top1_accuracy"] / self.parent_top1 if self.parent_top1 else float("nan")
         row = {"step": step, "tokens": step * self.tokens_per_step, "top1_accuracy": m["top1_accuracy"],
-               "retention": m["top1_accuracy"] / self.parent_top1 if self.parent_top1 else float("nan"), "kl": m["kl"], "perplexity": m["perplexity"],
+               "retention": retention, "kl": m["kl"], "perplexity": m["perplexity"],
                "elapsed_s": time.perf_counter() - self.start}
         self.rows.append(row)
         print(f"{row['tokens']:>9} tokens  top-1 {row['top1_accuracy']:.4f}  retention {row['retention']:.3f}  "

@@ -9,11 +9,12 @@ Batches are the outer loop and models the inner one, so the parent's logits of o
 logits are stored across batches.
 
 Cost, one scenario for all (costs.measure_generations: prefill + greedy decode with the KV cache, timed with
-benchmarks.yardstick.time_fn, the models interleaved round by round so a drift of the machine's speed hits all alike).
+benchmarks.yardstick.time_fn, the models interleaved round by round so a drift of the machine's speed hits all alike):
+runtime_ms, tokens_per_s, and, when the search predicted the child's runtime, predicted_over_measured (the target:
+within 10% of 1) and predicted_over_measured_vs_parent (both runtimes divided by the parent's: what is left when the
+machine ran faster or slower than during the measure stage).
 The pipeline times saved models in a fresh Python process (`measure_in_fresh_process`): at the end of a 55-minute
-BLD + GKD process, one SmolLM2 child timed 1.34x the parent's speed, and 1.48x and 1.53x in two fresh processes: runtime_ms, tokens_per_s, and, when the search predicted the child's runtime,
-predicted_over_measured (the target: within 10% of 1) and predicted_over_measured_vs_parent (both runtimes
-divided by the parent's: what is left when the machine ran faster or slower than during the measure stage).
+BLD + GKD process one SmolLM2 child timed 1.34x the parent's speed, and 1.48x and 1.53x in two fresh processes.
 """
 
 from __future__ import annotations

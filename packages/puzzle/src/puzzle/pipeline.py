@@ -6,6 +6,7 @@
     score     replace-1-block KL/LM loss/agreement per candidate   score/blocks/*.json, score/scores.json,
               + ShortGPT block influence of the parent             score/block_influence.json
     search    MIP per throughput target + the two baselines       search/problem.json, search/solutions.json
+              (+ a Puzzle twin at each baseline's runtime)
     realize   one heterogeneous child per solution                realize/<child>/ (HF folder, DeciLM)
     gkd       global distillation of each child                   gkd/<child>/ (HF folder) + gkd/<child>/gkd.json
     evaluate  parent and children side by side                     evaluate/evaluate.json
@@ -386,13 +387,11 @@ class Pipeline:
                              mode=self.config["bld"]["mode"], objective=self.config["score"]["objective"])
 
     def stage_search(self, h: str) -> dict[str, Any]:
-        from puzzle.search import solve
-
         problem = self.problem()
         table = self.cost_table()
         self.run.write_json("search/problem.json", problem.to_dict())
         parent_tps = table.calibration["parent_measured"]["tokens_per_s"]
-        scfg = self.config["search"]
+        match_baselines = self.config["search"]["match_baselines"]
         blocks = {BlockConfig(a, f).name: BlockConfig(a, f) for a in self.attention_variants()
                   for f in self.ffn_variants()}
         solutions: dict[str, dict[str, Any]] = {}
@@ -402,7 +401,7 @@ class Pipeline:
             tps = value * parent_tps if relative else value
             budget = {"runtime_ms": table.scenario.runtime_budget_ms(tps)}
             try:
-                sol = solve(problem, budgets=budget, solver=scfg["solver"], time_limit_s=scfg["time_limit_s"])[0]
+                sol = self._solve(problem, budget)
             except InfeasibleTargetError as e:
                 raise InfeasibleTargetError(_infeasible_in_tps(str(e), problem, table, label, tps)) from None
             solutions[f"puzzle-{label}"] = _solution_record(sol, blocks, "puzzle", label, tps, table)
@@ -414,7 +413,7 @@ class Pipeline:
                     self.log(f"[search] {method}-{label} skipped: {e}")
                     continue
                 solutions[f"{method}-{label}"] = _solution_record(sol, blocks, method, label, tps, table)
-                if scfg["match_baselines"]:
+                if match_baselines:
                     self._match_baseline(problem, sol, method, label, blocks, table, solutions)
         for name, rec in solutions.items():
             self.log(f"[search] {name}: predicted {rec['predicted']['tokens_per_s']:.1f} tokens/s "
@@ -423,15 +422,18 @@ class Pipeline:
         self.run.write_json("search/skipped.json", skipped)
         return {"children": sorted(solutions)}
 
-    def _match_baseline(self, problem: SearchProblem, baseline: Solution, method: str, label: str,
-                        blocks: Mapping[str, BlockConfig], table: CostTable, solutions: dict[str, Any]) -> None:
-        """Puzzle at the baseline's predicted runtime, unless that child is already in `solutions`."""
+    def _solve(self, problem: SearchProblem, budget: dict[str, float]) -> Solution:
+        """The MIP's best solution within `budget`, with the config's solver settings."""
         from puzzle.search import solve
 
         scfg = self.config["search"]
+        return solve(problem, budgets=budget, solver=scfg["solver"], time_limit_s=scfg["time_limit_s"])[0]
+
+    def _match_baseline(self, problem: SearchProblem, baseline: Solution, method: str, label: str,
+                        blocks: Mapping[str, BlockConfig], table: CostTable, solutions: dict[str, Any]) -> None:
+        """Puzzle at the baseline's predicted runtime, unless that child is already in `solutions`."""
         runtime = baseline.costs["runtime_ms"]
-        sol = solve(problem, budgets={"runtime_ms": runtime}, solver=scfg["solver"],
-                    time_limit_s=scfg["time_limit_s"])[0]  # feasible: the baseline itself meets this budget
+        sol = self._solve(problem, {"runtime_ms": runtime})  # feasible: the baseline itself meets this budget
         same = next((k for k, v in solutions.items() if v["method"] == "puzzle" and v["choice"] == sol.choice), None)
         if same is not None:
             self.log(f"[search] puzzle at {method}-{label}'s runtime is {same}")
