@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -135,6 +136,34 @@ def test_config_validation():
         load_config({"targets": ["fast"]})
     assert parse_target("1.5x") == ("1.5x", 1.5, True)
     assert parse_target(250) == ("250tps", 250.0, False)
+
+
+def test_config_extends_a_base_file(tmp_path):
+    (tmp_path / "base.yaml").write_text("targets: ['1.25x']\ngkd:\n  lr: 0.001\n  token_budget: 64\n")
+    (tmp_path / "runs").mkdir()
+    child = tmp_path / "runs" / "child.yaml"
+    child.write_text("extends: ../base.yaml\ngkd:\n  token_budget: 128\n")
+    config = load_config(child)
+    assert config["targets"] == ["1.25x"]  # from the base
+    assert config["gkd"]["lr"] == 0.001 and config["gkd"]["token_budget"] == 128  # merged key by key
+    assert config["gkd"]["hidden"] == load_config()["gkd"]["hidden"]  # untouched keys keep the defaults
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: missing.yaml\n")
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_shipped_configs_load():
+    configs = Path(__file__).resolve().parents[2] / "packages" / "puzzle" / "configs"
+    loaded = {path.stem: load_config(path) for path in sorted(configs.glob("*.yaml"))}
+    assert {"quick", "cpu", "full", "cpu-long"} <= set(loaded)
+    # cpu-long is the cpu profile's 1.5x point with a larger GKD budget: the stages before search are shared
+    same = ("search_space", "library", "bld", "score", "scenario", "measure", "data", "seed")
+    assert all(loaded["cpu-long"][k] == loaded["cpu"][k] for k in same)
+    assert loaded["cpu-long"]["gkd"]["token_budget"] > loaded["cpu"]["gkd"]["token_budget"]
 
 
 def test_datamodule_split_budget_and_token_cache(tmp_path, tiny_parent, austen_texts, monkeypatch):

@@ -125,25 +125,45 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any], where: str = "") -> di
     return out
 
 
-def load_config(source: str | Path | Mapping[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
-    """DEFAULTS updated by a YAML/JSON file (or mapping) and then by `overrides` (None values ignored)."""
-    user: Mapping[str, Any] = {}
-    if isinstance(source, Mapping):
-        user = source
-    elif source is not None:
-        path = Path(source)
-        if not path.exists():
-            raise FileNotFoundError(f"config file {path} does not exist")
-        text = path.read_text()
-        if path.suffix == ".json":
-            user = json.loads(text)
-        else:
-            import yaml
+def _config_layers(path: Path, chain: tuple[Path, ...] = ()) -> list[Mapping[str, Any]]:
+    """The mappings of a config file and of the files it `extends` (a path relative to it), base first."""
+    path = path.resolve()
+    if path in chain:
+        raise ConfigError(f"config files extend each other in a cycle: {' -> '.join(map(str, (*chain, path)))}")
+    if not path.exists():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    text = path.read_text()
+    if path.suffix == ".json":
+        user = json.loads(text)
+    else:
+        import yaml
 
-            user = yaml.safe_load(text) or {}
-        if not isinstance(user, Mapping):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level")
-    config = _merge(DEFAULTS, user)
+        user = yaml.safe_load(text) or {}
+    if not isinstance(user, Mapping):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    user = dict(user)
+    base = user.pop("extends", None)
+    if base is None:
+        return [user]
+    if not isinstance(base, str):
+        raise ConfigError(f"'extends' in {path} must be the path of another config file, got {base!r}")
+    return [*_config_layers(path.parent / base, (*chain, path)), user]
+
+
+def load_config(source: str | Path | Mapping[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+    """DEFAULTS updated by a YAML/JSON file (or mapping) and then by `overrides` (None values ignored).
+
+    A file may name a base config with `extends: other.yaml`; its own keys override the base's (mappings merge key
+    by key, as over DEFAULTS).
+    """
+    layers: list[Mapping[str, Any]] = []
+    if isinstance(source, Mapping):
+        layers = [source]
+    elif source is not None:
+        layers = _config_layers(Path(source))
+    config = copy.deepcopy(DEFAULTS)
+    for layer in layers:
+        config = _merge(config, layer)
     config = _merge(config, {k: v for k, v in overrides.items() if v is not None})
     if not config["targets"]:
         raise ConfigError("targets is empty: give at least one throughput target, e.g. ['1.5x'] or [250]")
