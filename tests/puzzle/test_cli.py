@@ -65,6 +65,12 @@ def test_malformed_config(tmp_path, capsys, tiny_parent, tiny_run_config):
     _fails(capsys, ["score", "--run-dir", str(tmp_path / "empty")], "--config")
 
 
+def test_bench_with_a_missing_config(tmp_path, capsys):
+    _fails(capsys, ["bench", "--config", str(tmp_path / "nope.yaml"), "--results", str(tmp_path / "r.jsonl")],
+           "nope.yaml", "does not exist")
+    assert not (tmp_path / "r.jsonl").exists()
+
+
 def test_infeasible_target_names_the_cheapest(measured_run, tmp_path, capsys, tiny_parent, tiny_run_config):
     cfg = _write(tmp_path / "c.json", tiny_run_config(tiny_parent, targets=["50x"]))
     err = _fails(capsys, ["search", "--config", cfg, "--run-dir", str(measured_run)], "50x",

@@ -1,6 +1,6 @@
 """Benchmark tasks of the Puzzle package (entry point `benchmarks.tasks`: puzzle.bench:tasks).
 
-puzzle.austen      the whole pipeline on SmolLM2-135M (configs/quick.yaml or configs/full.yaml, by profile) in the
+puzzle.austen      the whole pipeline on SmolLM2-135M (configs/<profile>.yaml, or the config given) in the
                    task's work folder (a rerun resumes it), then one record per model -- parent, Puzzle child per
                    throughput target, uniform-shrink and ShortGPT baselines -- with held-out Persuasion top-1
                    accuracy (also KL to the parent, perplexity, agreement) against measured generation tokens/s.
@@ -11,6 +11,7 @@ puzzle.mip_speed   the search alone on P-search's synthetic 80-layer x 16-varian
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +28,12 @@ def _config_path(profile: str) -> Path:
     return path
 
 
-def run_austen(ctx: TaskContext) -> None:
+def run_austen(ctx: TaskContext, config_path: Path | None = None) -> None:
     from puzzle.pipeline import Pipeline, load_config
 
     accelerator = "gpu" if ctx.device.type == "cuda" else "cpu"
-    config = load_config(_config_path(ctx.profile), data_dir=str(ctx.data_dir) if ctx.data_dir else None,
+    config_path = config_path or _config_path(ctx.profile)
+    config = load_config(config_path, data_dir=str(ctx.data_dir) if ctx.data_dir else None,
                          trainer={"accelerator": accelerator, "devices": 1})
     pipe = Pipeline(config, ctx.work_dir / "run", device=str(ctx.device), progress=False, log=ctx.log)
     start = time.perf_counter()
@@ -46,7 +48,7 @@ def run_austen(ctx: TaskContext) -> None:
         cost = {"tokens_per_s": r["measured_tokens_per_s"], "runtime_ms": r["measured_runtime_ms"],
                 "prefill_ms": r["measured_prefill_ms"], "decode_ms_per_token": r["measured_decode_ms"],
                 "params": r["params"], "batch_size": scenario["batch"], "dtype": scenario["dtype"]}
-        extra = {"scenario": scenario, "speedup": r["speedup"]}
+        extra = {"scenario": scenario, "speedup": r["speedup"], "config": config_path.name}
         if name in solutions:
             sol = solutions[name]
             extra.update(method=sol["method"], target=sol["target"], target_tokens_per_s=sol["target_tokens_per_s"],
@@ -75,13 +77,14 @@ def run_mip_speed(ctx: TaskContext) -> None:
                    solver=sol.solver, optimal=sol.optimal, budget_runtime_ms=budget["runtime_ms"])
 
 
-def tasks() -> list[Task]:
+def tasks(config_path: Path | None = None) -> list[Task]:
+    """The tasks; config_path replaces configs/<profile>.yaml for puzzle.austen."""
     return [
         Task(name="puzzle.austen", method="puzzle",
              description="Puzzle children vs uniform shrink vs ShortGPT vs the parent (SmolLM2-135M): held-out "
                          "Persuasion top-1 accuracy vs measured generation tokens/s",
-             run=run_austen, quality_key="top1_accuracy", quality_label="held-out next-token top-1 accuracy",
-             throughput_key="tokens_per_s"),
+             run=partial(run_austen, config_path=config_path), quality_key="top1_accuracy",
+             quality_label="held-out next-token top-1 accuracy", throughput_key="tokens_per_s"),
         Task(name="puzzle.mip_speed", method="puzzle",
              description="Puzzle MIP solve time on a synthetic 80-layer x 16-variant block library",
              run=run_mip_speed, quality_key="objective", quality_label="MIP objective (sum of KL scores)",

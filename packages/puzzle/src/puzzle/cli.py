@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="run the Puzzle benchmark tasks (benchmarks.runner)")
     bench.add_argument("--profile", choices=("quick", "cpu", "full"), default="quick",
                        help="configs/<profile>.yaml: quick (~10 min CPU), cpu (~1 h CPU), full (GPU budgets)")
+    bench.add_argument("--config", type=Path, default=None,
+                       help="run config for puzzle.austen instead of configs/<profile>.yaml (e.g. configs/cpu-long.yaml)")
     bench.add_argument("--device", default=None)
     bench.add_argument("--threads", type=int, default=None)
     bench.add_argument("--results", type=Path, default=Path("results/results.jsonl"), help="JSONL results file")
@@ -107,9 +109,12 @@ def _bench(args: argparse.Namespace) -> None:
     from benchmarks.runner import run_tasks
     from puzzle.bench import tasks
 
-    chosen = [t for t in tasks() if not args.only or t.name in args.only]
+    if args.config is not None and not args.config.exists():
+        raise FileNotFoundError(f"--config {args.config} does not exist")
+    available = tasks(args.config)
+    chosen = [t for t in available if not args.only or t.name in args.only]
     if not chosen:
-        raise ConfigError(f"--only {args.only} matches no task; tasks: {[t.name for t in tasks()]}")
+        raise ConfigError(f"--only {args.only} matches no task; tasks: {[t.name for t in available]}")
     run_tasks(chosen, profile=args.profile, device=args.device, results_path=args.results, data_dir=args.data_dir,
               work_root=args.work_root, threads=args.threads)
 
