@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,11 @@ DETERMINISTIC = ("library", "bld", "score")  # stages whose artifacts depend on 
 def clean_run(tmp_path_factory, tiny_parent, tiny_run_config, austen_texts):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("clean")
+    messages: list[str] = []
     pipe = Pipeline(load_config(tiny_run_config(tiny_parent)), root, texts=austen_texts, progress=False,
-                    log=lambda m: None)
+                    log=messages.append)
     pipe.run_all()
+    pipe.test_messages = messages  # what the stages logged, for the progress test
     return pipe
 
 
@@ -47,6 +50,13 @@ def test_complete_run_writes_every_stage(clean_run):
     puzzle = next(v for k, v in solutions.items() if k.startswith("puzzle-"))
     assert puzzle["predicted"]["tokens_per_s"] >= puzzle["target_tokens_per_s"] * (1 - 1e-9)
     assert len(puzzle["blocks"]) == 4
+
+
+def test_training_stages_log_progress_when_no_bar_is_drawn(clean_run):
+    for prefix in ["[bld]", *(f"[gkd] {name}" for name in clean_run.solutions())]:
+        lines = [m for m in clean_run.test_messages if m.startswith(f"{prefix} step ")]
+        assert lines, f"no progress lines from {prefix}"
+        assert re.match(rf"{re.escape(prefix)} step (\d+)/\1 \(100%\), loss \d", lines[-1]), lines[-1]
 
 
 def test_matched_children_cost_no_more_and_score_no_worse_than_their_baselines(clean_run):

@@ -133,6 +133,7 @@ def run_gkd(
     module = GKDModule(student, teacher, datamodule, token_budget=token_budget, **loss_kwargs)
     kwargs = {"accelerator": "auto", "devices": "auto", "strategy": "auto", "num_nodes": 1,
               **{k: v for k, v in (trainer_kwargs or {}).items() if v is not None}}
+    callbacks = [*callbacks, *kwargs.pop("callbacks", [])]
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=checkpoint_every,
                                  save_on_train_epoch_end=True)
     attempt = len(list((ckpt_dir / "log").glob("version_*")))  # a resumed run logs beside, not over, the first

@@ -247,8 +247,16 @@ class Pipeline:
             self._datamodule.setup()
         return self._datamodule
 
-    def trainer_kwargs(self) -> dict[str, Any]:
-        return {k: v for k, v in self.config["trainer"].items() if v is not None}
+    def trainer_kwargs(self, progress_prefix: str | None = None) -> dict[str, Any]:
+        """Lightning Trainer settings; without progress bars, log lines of progress headed `progress_prefix`."""
+        kwargs: dict[str, Any] = {k: v for k, v in self.config["trainer"].items() if v is not None}
+        if not self.progress:
+            from puzzle.progress_log import LogProgress
+
+            kwargs["enable_progress_bar"] = False
+            if progress_prefix:
+                kwargs["callbacks"] = [LogProgress(self.log, progress_prefix)]
+        return kwargs
 
     def scenario(self) -> Scenario:
         return Scenario(**self.config["scenario"])
@@ -328,7 +336,7 @@ class Pipeline:
         dm.train_tokens = budget  # one stream of exactly the BLD budget
         library, metrics = run_bld(parent, library, dm, mode=mode, token_budget=budget,
                                    ckpt_dir=self.run.stage_dir("bld") / f"ckpt-{h}",
-                                   trainer_kwargs=self.trainer_kwargs(), **cfg)
+                                   trainer_kwargs=self.trainer_kwargs("[bld]"), **cfg)
         library.save(self.run.path("bld/lib"))
         self.run.write_json("bld/bld.json", metrics)
         shutil.rmtree(self.run.path(f"bld/ckpt-{h}"), ignore_errors=True)  # the library is saved; free the disk
@@ -513,7 +521,7 @@ class Pipeline:
             ckpt_dir = self.run.stage_dir("gkd") / f".ckpt-{name}-{h}"
             metrics = run_gkd(student, parent, self.datamodule(), token_budget=budget, ckpt_dir=ckpt_dir,
                               checkpoint_every=every, seed=self.config["seed"],
-                              trainer_kwargs=self.trainer_kwargs(), **cfg)
+                              trainer_kwargs=self.trainer_kwargs(f"[gkd] {name}"), **cfg)
             with self.run.atomic_dir(f"gkd/{name}") as tmp:
                 student.cpu().save_pretrained(tmp)
                 (tmp / "gkd.json").write_text(json.dumps({"inputs_hash": h, **metrics}, indent=2))
