@@ -92,7 +92,7 @@ def main() -> None:
                            parent_top1)
     with tempfile.TemporaryDirectory() as ckpt_dir:
         run_gkd(student, parent, data, token_budget=args.tokens, ckpt_dir=ckpt_dir, checkpoint_every=10**9,
-                seed=config["seed"], trainer_kwargs={**pipe.trainer_kwargs(), "enable_progress_bar": False},
+                seed=config["seed"], trainer_kwargs=pipe.trainer_kwargs(),  # progress=False: no bar
                 callbacks=[callback], **gkd)
     if args.out:
         args.out.write_text(json.dumps({"child": args.child, "config": str(config_path), "gkd": gkd,

@@ -18,7 +18,8 @@ the device name (and the CPU thread count): costs measured on other hardware are
 part of any hash. Long stages cache per item (score: per candidate; gkd: per child + Lightning checkpoints), so a
 killed stage resumes inside itself too.
 
-Config (YAML or JSON; everything optional except what differs from `DEFAULTS`): see configs/quick.yaml.
+Config (YAML or JSON; everything optional except what differs from `DEFAULTS`): see configs/quick.yaml; a file
+may start from another with `extends: cpu.yaml` (see configs/cpu-long.yaml).
 Targets: "1.5x" = 1.5 times the parent's measured tokens/s in the scenario; a number = absolute tokens/s.
 """
 
