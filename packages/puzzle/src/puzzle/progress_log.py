@@ -31,4 +31,4 @@ class LogProgress(L.Callback):
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         loss_text = f", loss {float(loss):.4f}" if loss is not None else ""
         self.emit(f"{self.prefix} step {step}/{total} ({100 * step / total:.0f}%){loss_text}, "
-                 f"{elapsed / 60:.1f} min{left}")
+                  f"{elapsed / 60:.1f} min{left}")
