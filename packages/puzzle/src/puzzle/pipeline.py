@@ -121,9 +121,24 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any], where: str = "") -> di
             if not isinstance(value, Mapping):
                 raise ConfigError(f"config key '{where}{key}' must be a mapping, got {value!r}")
             out[key] = _merge(base[key], value, f"{where}{key}.")
+        elif isinstance(value, str) and isinstance(base[key], int | float) and not isinstance(base[key], bool):
+            out[key] = _number(value, type(base[key]), f"{where}{key}")
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def _number(text: str, kind: type, name: str) -> int | float:
+    """A number that YAML left as text: YAML 1.1 (PyYAML) reads `5e-4` and `1e6` as strings, not floats."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"config key '{name}' must be a number, got {text!r}") from None
+    if kind is int:
+        if not value.is_integer():
+            raise ConfigError(f"config key '{name}' must be a whole number, got {text!r}")
+        return int(value)
+    return value
 
 
 def _config_layers(path: Path, chain: tuple[Path, ...] = ()) -> list[Mapping[str, Any]]:
