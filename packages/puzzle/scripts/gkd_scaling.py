@@ -6,8 +6,9 @@ The learning-rate schedule spans the whole --tokens budget, so a mid-run figure 
 learning rate, not of a shorter run. Nothing in RUN_DIR is changed; the checkpoints go to a temporary folder.
 
 Usage: python packages/puzzle/scripts/gkd_scaling.py RUN_DIR CHILD [--tokens N] [--eval-every N] [--threads 2]
-       [--config CONFIG] [--out FILE.json]
-CONFIG defaults to RUN_DIR/config.json or configs/cpu.yaml.
+       [--config CONFIG] [--gkd KEY=VALUE ...] [--out FILE.json]
+CONFIG defaults to RUN_DIR/config.json or configs/cpu.yaml. `--gkd lr=5e-4 --gkd cosine_weight=0` overrides the
+config's GKD settings for a sweep (values read as JSON, else as text).
 """
 
 from __future__ import annotations
@@ -61,6 +62,20 @@ class HeldOutEval(L.Callback):
         self.evaluate(pl_module.student, trainer.global_step)
 
 
+def gkd_overrides(items: list[str], known: dict[str, object]) -> dict[str, object]:
+    """`KEY=VALUE` strings as a dict; an unknown key stops the script before any training."""
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in known:
+            raise SystemExit(f"--gkd {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(known))}")
+        try:  # JSON, not YAML: YAML 1.1 reads 5e-4 as a string
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("run_dir", type=Path)
@@ -69,6 +84,8 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=131_072)
     ap.add_argument("--config", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--gkd", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one of the config's gkd settings (repeatable)")
     ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     args = ap.parse_args()
     if args.threads:
@@ -88,11 +105,12 @@ def main() -> None:
     print(f"parent top-1 {parent_top1:.4f} on {sum(b.numel() for b in batches)} held-out tokens", flush=True)
     student = pipe.load_child("realize", args.child)
     gkd = {k: v for k, v in config["gkd"].items() if k not in ("token_budget", "checkpoint_every")}
+    gkd.update(gkd_overrides(args.gkd, known=gkd))
     callback = HeldOutEval(parent, batches, max(1, args.eval_every // data.tokens_per_batch), data.tokens_per_batch,
                            parent_top1)
     with tempfile.TemporaryDirectory() as ckpt_dir:
         run_gkd(student, parent, data, token_budget=args.tokens, ckpt_dir=ckpt_dir, checkpoint_every=10**9,
-                seed=config["seed"], trainer_kwargs=pipe.trainer_kwargs(),  # progress=False: no bar
+                seed=config["seed"], trainer_kwargs=pipe.trainer_kwargs(f"[gkd-scaling] {args.child}"),
                 callbacks=[callback], **gkd)
     if args.out:
         args.out.write_text(json.dumps({"child": args.child, "config": str(config_path), "gkd": gkd,
