@@ -176,9 +176,13 @@ def test_shipped_configs_load():
     configs = Path(__file__).resolve().parents[2] / "packages" / "puzzle" / "configs"
     loaded = {path.stem: load_config(path) for path in sorted(configs.glob("*.yaml"))}
     assert {"quick", "cpu", "full", "cpu-long"} <= set(loaded)
-    # cpu-long is the cpu profile's 1.5x point with a larger GKD budget: the stages before search are shared
-    same = ("search_space", "library", "bld", "score", "scenario", "measure", "data", "seed")
+    # cpu-long is the cpu profile's 1.5x point with a finer FFN grid and a larger GKD budget
+    same = ("library", "bld", "score", "scenario", "measure", "data", "seed")
     assert all(loaded["cpu-long"][k] == loaded["cpu"][k] for k in same)
+    long_space, cpu_space = loaded["cpu-long"]["search_space"], loaded["cpu"]["search_space"]
+    assert set(cpu_space["ffn_fractions"]) < set(long_space["ffn_fractions"])
+    assert {k: v for k, v in long_space.items() if k != "ffn_fractions"} == {
+        k: v for k, v in cpu_space.items() if k != "ffn_fractions"}
     assert loaded["cpu-long"]["gkd"]["token_budget"] > loaded["cpu"]["gkd"]["token_budget"]
 
 
