@@ -8,7 +8,7 @@ learning rate, not of a shorter run. Nothing in RUN_DIR is changed; the checkpoi
 Usage: python packages/puzzle/scripts/gkd_scaling.py RUN_DIR CHILD [--tokens N] [--eval-every N] [--threads 2]
        [--config CONFIG] [--gkd KEY=VALUE ...] [--out FILE.json]
 CONFIG defaults to RUN_DIR/config.json or configs/cpu.yaml. `--gkd lr=5e-4 --gkd cosine_weight=0` overrides the
-config's GKD settings for a sweep (values read as JSON, else as text).
+config's GKD settings for a sweep.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import lightning as L
 import torch
 from puzzle.evaluate import quality_metrics
 from puzzle.gkd import run_gkd
-from puzzle.pipeline import Pipeline, load_config
+from puzzle.pipeline import ConfigError, Pipeline, load_config
 
 
 class HeldOutEval(L.Callback):
@@ -62,18 +62,13 @@ class HeldOutEval(L.Callback):
         self.evaluate(pl_module.student, trainer.global_step)
 
 
-def gkd_overrides(items: list[str], known: dict[str, object]) -> dict[str, object]:
-    """`KEY=VALUE` strings as a dict; an unknown key stops the script before any training."""
-    out: dict[str, object] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or key not in known:
-            raise SystemExit(f"--gkd {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(known))}")
-        try:  # JSON, not YAML: YAML 1.1 reads 5e-4 as a string
-            out[key] = json.loads(value)
-        except ValueError:
-            out[key] = value
-    return out
+def gkd_overrides(items: list[str]) -> dict[str, str]:
+    """`KEY=VALUE` strings as a dict; load_config checks the keys and reads the values as the defaults' types."""
+    pairs = [item.partition("=") for item in items]
+    bad = [item for item, (_, sep, _) in zip(items, pairs, strict=True) if not sep]
+    if bad:
+        raise SystemExit(f"--gkd {bad[0]!r}: expected KEY=VALUE, e.g. --gkd lr=5e-4")
+    return {key: value for key, _, value in pairs}
 
 
 def main() -> None:
@@ -95,7 +90,10 @@ def main() -> None:
                          "run the pipeline's realize stage first")
     config_path = args.config or next(p for p in (args.run_dir / "config.json",
                                                   Path(__file__).parents[1] / "configs" / "cpu.yaml") if p.exists())
-    config = load_config(config_path)
+    try:
+        config = load_config(config_path, gkd=gkd_overrides(args.gkd) or None)
+    except ConfigError as err:
+        raise SystemExit(f"{config_path}: {err}") from None
     pipe = Pipeline(config, args.run_dir, progress=False)
     parent, _ = pipe.parent()
     data = pipe.datamodule()
@@ -105,7 +103,6 @@ def main() -> None:
     print(f"parent top-1 {parent_top1:.4f} on {sum(b.numel() for b in batches)} held-out tokens", flush=True)
     student = pipe.load_child("realize", args.child)
     gkd = {k: v for k, v in config["gkd"].items() if k not in ("token_budget", "checkpoint_every")}
-    gkd.update(gkd_overrides(args.gkd, known=gkd))
     callback = HeldOutEval(parent, batches, max(1, args.eval_every // data.tokens_per_batch), data.tokens_per_batch,
                            parent_top1)
     with tempfile.TemporaryDirectory() as ckpt_dir:
