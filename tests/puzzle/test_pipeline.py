@@ -176,9 +176,11 @@ def test_shipped_configs_load():
     configs = Path(__file__).resolve().parents[2] / "packages" / "puzzle" / "configs"
     loaded = {path.stem: load_config(path) for path in sorted(configs.glob("*.yaml"))}
     assert {"quick", "cpu", "full", "cpu-long"} <= set(loaded)
-    # cpu-long is the cpu profile's 1.5x point with a finer FFN grid and a larger GKD budget
-    same = ("library", "bld", "score", "scenario", "measure", "data", "seed")
+    # cpu-long is the cpu profile's 1.5x point with a finer FFN grid, more scoring tokens and a larger GKD budget
+    same = ("library", "bld", "scenario", "measure", "data", "seed")
     assert all(loaded["cpu-long"][k] == loaded["cpu"][k] for k in same)
+    assert loaded["cpu-long"]["score"]["tokens"] > loaded["cpu"]["score"]["tokens"]
+    assert loaded["cpu-long"]["score"]["objective"] == loaded["cpu"]["score"]["objective"]
     long_space, cpu_space = loaded["cpu-long"]["search_space"], loaded["cpu"]["search_space"]
     assert set(cpu_space["ffn_fractions"]) < set(long_space["ffn_fractions"])
     assert {k: v for k, v in long_space.items() if k != "ffn_fractions"} == {

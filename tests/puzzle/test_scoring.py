@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 from puzzle import scoring
-from puzzle.block_config import FFNConfig
+from puzzle.block_config import AttentionConfig, FFNConfig
 from puzzle.data import AustenDataModule
 from puzzle.parent import load_parent
-from puzzle.scoring import Candidate, score_candidates, swapped
+from puzzle.scoring import Candidate, compare_logits, logits_of, mean_metrics, score_candidates, swapped
 
 CPU = torch.device("cpu")
 
@@ -42,6 +42,24 @@ def test_scores_parent_copy_zero_and_no_op_positive(setup, tmp_path):
     assert res["001-ffn-no_op"]["kl"] > 1e-3
     assert res["001-ffn-no_op"]["top1_agreement"] < 1.0
     assert res["parent"]["tokens"] == sum(b[:, 1:].numel() for b in batches)
+
+
+def test_scores_from_the_layer_input_equal_whole_forwards(setup, tmp_path):
+    """Scoring runs each candidate from the parent's input to its layer; a whole forward must give the same."""
+    model, batches = setup
+    last = len(model.model.layers) - 1
+    cands = [*_candidates(model), Candidate(0, "attention", "no_op", attention=(AttentionConfig(no_op=True), None)),
+             Candidate(last, "ffn", "no_op", ffn=(FFNConfig(no_op=True), None))][::-1]  # out of layer order
+    res = score_candidates(model, cands, batches, device=CPU, cache_dir=tmp_path, progress=False)
+    with torch.inference_mode():
+        parent_logp = [torch.log_softmax(logits_of(model, ids), dim=-1) for ids in batches]
+        for cand in cands:
+            with swapped(model, cand):
+                whole = mean_metrics([compare_logits(lp, logits_of(model, ids), ids)
+                                      for ids, lp in zip(batches, parent_logp, strict=True)])
+            assert whole["kl"] > 1e-4 or cand.name == "copy"
+            for key in ("kl", "lm_loss", "top1_agreement", "top1_accuracy"):
+                assert res[cand.key][key] == pytest.approx(whole[key], rel=1e-4, abs=1e-6), (cand.key, key)
 
 
 def test_swap_is_undone_even_on_error(setup):

@@ -18,6 +18,7 @@ killed-and-resumed run trains on the same batches as an uninterrupted one.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -143,7 +144,11 @@ def run_gkd(
     world = trainer.world_size
     trainer.fit_loop.epoch_loop.max_steps = max(1, datamodule.num_train_batches(token_budget) // world)
     last = ckpt_dir / "last.ckpt"
-    trainer.fit(module, ckpt_path=last if last.exists() else None)
+    # Lightning warns that a mid-epoch resume replays a non-resumable loader; ours starts past the batches already
+    # trained on (`GKDModule.train_dataloader`), so the warning would only mislead.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
+        trainer.fit(module, ckpt_path=last if last.exists() else None)
     return {"steps": trainer.global_step, "tokens": trainer.global_step * datamodule.tokens_per_batch * world,
             **_history(sorted((ckpt_dir / "log").glob("version_*/metrics.csv")))}
 

@@ -8,7 +8,9 @@ the candidate's modules are swapped into the otherwise intact parent, the held-o
     top1_agreement = fraction of positions where the model's argmax equals the parent's
 
 are recorded. The parent's log-probs are computed once per batch and reused for every candidate (kept on the CPU:
-n_batches x batch x seq_len x vocab x 4 bytes). Swapping a block is an attribute assignment on the parent's layer,
+n_batches x batch x seq_len x vocab x 4 bytes). A candidate at layer i leaves layers 0..i-1 as the parent's, so it
+is run from the parent's input to layer i only: the candidates are scored in layer order while one walk down the
+parent carries that input along (about 1.6x fewer FLOPs than whole forwards for a 30-layer model). Swapping a block is an attribute assignment on the parent's layer,
 undone in a `finally` (`DeciLMForCausalLM.replace_block`), so the parent is never copied. Each candidate's result is one json file in `cache_dir`,
 tagged with the caller's `cache_tag` (the stage's inputs hash); a rerun reads finished candidates instead of
 scoring them again, so a killed scoring stage resumes where it stopped.
@@ -101,12 +103,25 @@ def parent_log_probs(model: nn.Module, batches: Sequence[torch.Tensor], device: 
     return [F.log_softmax(logits_of(model, ids.to(device)), dim=-1).cpu() for ids in batches]
 
 
+def run_layers(model: nn.Module, h: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Layers start..stop-1 of a DeciLM model on hidden state `h` [B, T, H] (positions 0..T-1, causal, no cache)."""
+    positions = model.model.rotary_emb(h, torch.arange(h.shape[1], device=h.device)[None])
+    for layer in model.model.layers[start:stop]:
+        h = layer(h, positions)
+    return h
+
+
 @torch.inference_mode()
 def score_candidate(model: nn.Module, candidate: Candidate, batches: Sequence[torch.Tensor],
-                    parent_logp: Sequence[torch.Tensor], device: torch.device) -> dict[str, float]:
+                    parent_logp: Sequence[torch.Tensor], device: torch.device,
+                    layer_inputs: Sequence[torch.Tensor]) -> dict[str, float]:
+    """Metrics of the parent with `candidate` swapped in; `layer_inputs` = the parent's input to its layer, per batch."""
+    num_layers = len(model.model.layers)
     with swapped(model, candidate):
-        sums = [compare_logits(lp.to(device), logits_of(model, ids.to(device)), ids.to(device))
-                for ids, lp in zip(batches, parent_logp, strict=True)]
+        sums = []
+        for ids, lp, h in zip(batches, parent_logp, layer_inputs, strict=True):
+            h = model.model.norm(run_layers(model, h, candidate.layer, num_layers))
+            sums.append(compare_logits(lp.to(device), model.lm_head(h).float(), ids.to(device)))
     return mean_metrics(sums)
 
 
@@ -146,10 +161,16 @@ def score_candidates(
         return results
     model.eval()
     parent_logp = parent_log_probs(model, batches, device)
+    todo.sort(key=lambda c: c.layer)  # stable: "parent" stays first
+    with torch.inference_mode():
+        inputs, at = [model.model.embed_tokens(ids.to(device)) for ids in batches], 0
     for cand in tqdm(todo, desc="replace-1-block scoring", disable=not progress):
+        if cand.layer > at:  # carry the parent's activations down to this candidate's layer
+            with torch.inference_mode():
+                inputs, at = [run_layers(model, h, at, cand.layer) for h in inputs], cand.layer
         for module in cand.modules():
             module.to(device).eval()
-        metrics = score_candidate(model, cand, batches, parent_logp, device)
+        metrics = score_candidate(model, cand, batches, parent_logp, device, inputs)
         record = {"cache_tag": cache_tag, "layer": cand.layer, "kind": cand.kind, "name": cand.name,
                   "metrics": metrics}
         write_atomic(cache_dir / f"{cand.key}.json", json.dumps(record, indent=2, sort_keys=True))
