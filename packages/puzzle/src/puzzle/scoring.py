@@ -8,12 +8,14 @@ the candidate's modules are swapped into the otherwise intact parent, the held-o
     top1_agreement = fraction of positions where the model's argmax equals the parent's
 
 are recorded. The parent's log-probs are computed once per batch and reused for every candidate (kept on the CPU:
-n_batches x batch x seq_len x vocab x 4 bytes). A candidate at layer i leaves layers 0..i-1 as the parent's, so it
-is run from the parent's input to layer i only: the candidates are scored in layer order while one walk down the
-parent carries that input along (about 1.6x fewer FLOPs than whole forwards for a 30-layer model). Swapping a block is an attribute assignment on the parent's layer,
-undone in a `finally` (`DeciLMForCausalLM.replace_block`), so the parent is never copied. Each candidate's result is one json file in `cache_dir`,
-tagged with the caller's `cache_tag` (the stage's inputs hash); a rerun reads finished candidates instead of
-scoring them again, so a killed scoring stage resumes where it stopped.
+n_batches x batch x seq_len x vocab x 4 bytes). A candidate at layer i leaves layers 0..i-1 as the parent's, so it is
+run from the parent's input to layer i only: the candidates are scored in layer order while one walk down the parent
+carries that input along. SmolLM2-135M, 8K tokens, 2 CPU threads: 11 s for a layer-0 candidate (a whole forward), 5.6
+s at layer 27 (the LM head and the KL over the 49K-token vocabulary stay); 241 candidates took 33 min, ~44 at the
+layer-0 rate. Swapping a block is an attribute assignment on the parent's layer, undone in a `finally`
+(`DeciLMForCausalLM.replace_block`), so the parent is never copied. Each candidate's result is one json file in
+`cache_dir`, tagged with the caller's `cache_tag` (the stage's inputs hash); a rerun reads finished candidates
+instead of scoring them again, so a killed scoring stage resumes where it stopped.
 """
 
 from __future__ import annotations
