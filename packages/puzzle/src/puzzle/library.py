@@ -77,6 +77,17 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
+def _text_number(value: Any) -> Any:
+    """PyYAML (YAML 1.1) leaves `5e-1` as text: such an entry is read as the number; other values are left to
+    `SearchSpace.validate` to reject."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 @dataclass
 class SearchSpace:
     kv_heads: list[int]
@@ -100,7 +111,7 @@ class SearchSpace:
         if missing:
             raise SearchSpaceError(f"search space needs {missing} (e.g. kv_heads: [1], ffn_fractions: [0.5, 0.25])")
         space = cls(**d)
-        space.kv_heads, space.ffn_fractions = list(space.kv_heads), list(space.ffn_fractions)
+        space.kv_heads, space.ffn_fractions = list(space.kv_heads), [_text_number(f) for f in space.ffn_fractions]
         return space
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,8 +130,9 @@ class SearchSpace:
                 )
         for frac in self.ffn_fractions:
             if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac <= 1:
+                what = "is outside (0, 1]" if isinstance(frac, (int, float)) else "is not a number"
                 raise SearchSpaceError(
-                    f"ffn_fractions entry {frac!r} is outside (0, 1]; use fractions of the parent's FFN width "
+                    f"ffn_fractions entry {frac!r} {what}; use fractions of the parent's FFN width "
                     f"{parent_config.intermediate_size}, e.g. [1.0, 0.75, 0.5, 0.25]"
                 )
         if self.kv_init not in KV_INITS:
