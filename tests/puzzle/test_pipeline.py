@@ -148,13 +148,16 @@ def test_config_validation():
         load_config({"gkd": {"lr": "fast"}})
     with pytest.raises(ConfigError, match="'bld.token_budget' must be a whole number"):
         load_config({"bld": {"token_budget": "2.5"}})
+    with pytest.raises(ConfigError, match="'search_space.ffn_fractions' must be a number, got 'half'"):
+        load_config({"search_space": {"kv_heads": [1], "ffn_fractions": ["half"]}})
     assert parse_target("1.5x") == ("1.5x", 1.5, True)
     assert parse_target(250) == ("250tps", 250.0, False)
 
 
 def test_config_extends_a_base_file(tmp_path):
     # 5e-4 and 1e6 without a dot are strings to YAML 1.1 (PyYAML); the config reads them as the numbers they mean
-    (tmp_path / "base.yaml").write_text("targets: ['1.25x']\ngkd:\n  lr: 1e-3\n  token_budget: 64\nbld:\n  token_budget: 1e6\n")
+    (tmp_path / "base.yaml").write_text("targets: ['1.25x']\ngkd:\n  lr: 1e-3\n  token_budget: 64\nbld:\n  token_budget: 1e6\n"
+                                        "search_space:\n  kv_heads: [1]\n  ffn_fractions: [5e-1, 0.25]\n")
     (tmp_path / "runs").mkdir()
     child = tmp_path / "runs" / "child.yaml"
     child.write_text("extends: ../base.yaml\ngkd:\n  token_budget: 128\n")
@@ -162,6 +165,7 @@ def test_config_extends_a_base_file(tmp_path):
     assert config["targets"] == ["1.25x"]  # from the base
     assert config["gkd"]["lr"] == 0.001 and config["gkd"]["token_budget"] == 128  # merged key by key
     assert config["bld"]["token_budget"] == 1_000_000 and isinstance(config["bld"]["token_budget"], int)
+    assert config["search_space"] == {"kv_heads": [1], "ffn_fractions": [0.5, 0.25]}  # list items too
     assert config["gkd"]["hidden"] == load_config()["gkd"]["hidden"]  # untouched keys keep the defaults
     (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
     (tmp_path / "b.yaml").write_text("extends: a.yaml\n")

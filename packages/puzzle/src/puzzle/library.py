@@ -77,17 +77,6 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def _text_number(value: Any) -> Any:
-    """PyYAML (YAML 1.1) leaves `5e-1` as text: such an entry is read as the number; other values are left to
-    `SearchSpace.validate` to reject."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
 @dataclass
 class SearchSpace:
     kv_heads: list[int]
@@ -111,7 +100,7 @@ class SearchSpace:
         if missing:
             raise SearchSpaceError(f"search space needs {missing} (e.g. kv_heads: [1], ffn_fractions: [0.5, 0.25])")
         space = cls(**d)
-        space.kv_heads, space.ffn_fractions = list(space.kv_heads), [_text_number(f) for f in space.ffn_fractions]
+        space.kv_heads, space.ffn_fractions = list(space.kv_heads), list(space.ffn_fractions)
         return space
 
     def to_dict(self) -> dict[str, Any]:

@@ -117,15 +117,28 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any], where: str = "") -> di
     for key, value in over.items():
         if key not in base:
             raise ConfigError(f"unknown config key '{where}{key}'; known keys: {', '.join(sorted(base))}")
-        if isinstance(base[key], dict) and key not in ("search_space",):
+        if isinstance(base[key], dict) and key != "search_space":
             if not isinstance(value, Mapping):
                 raise ConfigError(f"config key '{where}{key}' must be a mapping, got {value!r}")
             out[key] = _merge(base[key], value, f"{where}{key}.")
-        elif isinstance(value, str) and isinstance(base[key], int | float) and not isinstance(base[key], bool):
-            out[key] = _number(value, type(base[key]), f"{where}{key}")
+        elif key == "search_space" and isinstance(value, Mapping):  # replaced whole; SearchSpace checks its keys
+            out[key] = {k: _numbers_read(base[key].get(k), v, f"{where}{key}.{k}") for k, v in value.items()}
         else:
-            out[key] = copy.deepcopy(value)
+            out[key] = _numbers_read(base[key], value, f"{where}{key}")
     return out
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _numbers_read(default: Any, value: Any, name: str) -> Any:
+    """`value` with text read as a number where the default is a number or a list of numbers."""
+    if isinstance(value, str) and _is_number(default):
+        return _number(value, type(default), name)
+    if isinstance(value, list) and isinstance(default, list) and default and all(map(_is_number, default)):
+        return [_numbers_read(default[0], v, name) for v in value]
+    return copy.deepcopy(value)
 
 
 def _number(text: str, kind: type, name: str) -> int | float:
