@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from puzzle.pipeline import STAGES, ConfigError, Pipeline, StageNotReadyError, load_config, parse_target
+from puzzle.pipeline import (
+    STAGES,
+    ConfigError,
+    Pipeline,
+    StageNotReadyError,
+    load_config,
+    parse_target,
+    run_config_path,
+)
 from puzzle.run_folder import RunFolder, RunFolderMismatchError, file_hash
 
 DETERMINISTIC = ("library", "bld", "score")  # stages whose artifacts depend on no timing
@@ -152,6 +160,14 @@ def test_config_validation():
         load_config({"search_space": {"kv_heads": [1], "ffn_fractions": ["half"]}})
     assert parse_target("1.5x") == ("1.5x", 1.5, True)
     assert parse_target(250) == ("250tps", 250.0, False)
+
+
+def test_run_config_path_prefers_the_given_config_then_the_run_folders(tmp_path):
+    with pytest.raises(ConfigError, match="has no config.json: give --config"):
+        run_config_path(tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    assert run_config_path(tmp_path) == tmp_path / "config.json"
+    assert run_config_path(tmp_path, "other.yaml") == Path("other.yaml")
 
 
 def test_config_extends_a_base_file(tmp_path):

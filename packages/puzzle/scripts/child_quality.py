@@ -8,7 +8,7 @@ the measured speed-up beside the search's prediction. Pause a training run on th
 
 Usage: python packages/puzzle/scripts/child_quality.py RUN_DIR CHILD [CHILD ...] [--stage gkd|realize] [--time]
        [--config CONFIG] [--threads 2]
-CONFIG defaults to RUN_DIR/config.json (written by `puzzle run`; give it for a run started by `puzzle bench`).
+CONFIG defaults to RUN_DIR/config.json (written by `puzzle run` and `puzzle bench`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 from puzzle.evaluate import measure_in_fresh_process, quality_metrics
-from puzzle.pipeline import Pipeline, load_config
+from puzzle.pipeline import ConfigError, Pipeline, load_config, run_config_path
 
 
 def main() -> None:
@@ -35,10 +35,10 @@ def main() -> None:
     missing = [c for c in args.children if not (args.run_dir / args.stage / c / "config.json").exists()]
     if missing:
         raise SystemExit(f"no finished {args.stage} child {missing} under {args.run_dir / args.stage}")
-    config_path = args.config or args.run_dir / "config.json"
-    if not config_path.exists():
-        raise SystemExit(f"{config_path} does not exist: give --config, the config the run was started with")
-    config = load_config(config_path)
+    try:
+        config = load_config(run_config_path(args.run_dir, args.config))
+    except ConfigError as err:
+        raise SystemExit(str(err)) from None
     pipe = Pipeline(config, args.run_dir, progress=False)
     parent, _ = pipe.parent()
     batches = pipe.datamodule().heldout_batches("test", config["evaluate"]["tokens"])

@@ -7,8 +7,8 @@ learning rate, not of a shorter run. Nothing in RUN_DIR is changed; the checkpoi
 
 Usage: python packages/puzzle/scripts/gkd_scaling.py RUN_DIR CHILD [--tokens N] [--eval-every N] [--threads 2]
        [--config CONFIG] [--gkd KEY=VALUE ...] [--out FILE.json]
-CONFIG defaults to RUN_DIR/config.json or configs/cpu.yaml. `--gkd lr=5e-4 --gkd cosine_weight=0` overrides the
-config's GKD settings for a sweep.
+CONFIG defaults to RUN_DIR/config.json (written by `puzzle run` and `puzzle bench`).
+`--gkd lr=5e-4 --gkd cosine_weight=0` overrides the config's GKD settings for a sweep.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import lightning as L
 import torch
 from puzzle.evaluate import quality_metrics
 from puzzle.gkd import run_gkd
-from puzzle.pipeline import ConfigError, Pipeline, load_config
+from puzzle.pipeline import ConfigError, Pipeline, load_config, run_config_path
 
 
 class HeldOutEval(L.Callback):
@@ -88,9 +88,8 @@ def main() -> None:
     if not (args.run_dir / "realize" / args.child).is_dir():
         raise SystemExit(f"no realised child {args.child!r} under {args.run_dir / 'realize'}; "
                          "run the pipeline's realize stage first")
-    config_path = args.config or next(p for p in (args.run_dir / "config.json",
-                                                  Path(__file__).parents[1] / "configs" / "cpu.yaml") if p.exists())
     try:
+        config_path = run_config_path(args.run_dir, args.config)
         config = load_config(config_path, gkd=gkd_overrides(args.gkd) or None)
     except ConfigError as err:
         raise SystemExit(f"{config_path}: {err}") from None

@@ -9,7 +9,8 @@ parent measured in the same window:
              plus the sum of its layers' measured differences (the working set stays parent-sized)
 
 Usage: python packages/puzzle/scripts/remeasure.py RUN_DIR [--config CONFIG] [--threads 2]
-RUN_DIR is the run folder (holding search/ and gkd/); CONFIG defaults to RUN_DIR/config.json or configs/cpu.yaml.
+RUN_DIR is the run folder (holding search/ and gkd/); CONFIG defaults to RUN_DIR/config.json (written by
+`puzzle run` and `puzzle bench`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from puzzle.block_config import BlockConfig
 from puzzle.costs import build_cost_table, measure_generations
 from puzzle.modeling_decilm import DeciLMForCausalLM, build_attention_block, build_ffn_block
 from puzzle.parent import load_parent
-from puzzle.pipeline import Pipeline, load_config
+from puzzle.pipeline import ConfigError, Pipeline, load_config, run_config_path
 
 
 def swap_deltas(parent: DeciLMForCausalLM, pipe: Pipeline, device: torch.device, iters: int) -> dict:
@@ -57,9 +58,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    config_path = args.config or next(p for p in (args.run_dir / "config.json",
-                                                  Path(__file__).parents[1] / "configs" / "cpu.yaml") if p.exists())
-    pipe = Pipeline(load_config(config_path), args.run_dir, progress=False)
+    try:
+        config = load_config(run_config_path(args.run_dir, args.config))
+    except ConfigError as err:
+        raise SystemExit(str(err)) from None
+    pipe = Pipeline(config, args.run_dir, progress=False)
     device, scenario = pipe.device, pipe.scenario()
     parent, _ = load_parent(pipe.parent_path)
     solutions = pipe.solutions()

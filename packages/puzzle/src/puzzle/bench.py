@@ -36,6 +36,7 @@ def run_austen(ctx: TaskContext, config_path: Path | None = None) -> None:
     config = load_config(config_path, data_dir=str(ctx.data_dir) if ctx.data_dir else None,
                          trainer={"accelerator": accelerator, "devices": 1})
     pipe = Pipeline(config, ctx.work_dir / "run", device=str(ctx.device), progress=False, log=ctx.log)
+    pipe.run.write_json("config.json", config)  # so `puzzle <stage> --run-dir` and the scripts find it
     start = time.perf_counter()
     pipe.run_all()
     ctx.log(f"pipeline done in {time.perf_counter() - start:.0f} s (resumed stages not counted)")

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from puzzle.pipeline import STAGES, ConfigError, Pipeline, StageNotReadyError, load_config
+from puzzle.pipeline import STAGES, ConfigError, Pipeline, StageNotReadyError, load_config, run_config_path
 
 STAGE_HELP = {
     "library": "build the block library (every variant of every layer, initialised from the parent)",
@@ -84,12 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _pipeline(args: argparse.Namespace) -> Pipeline:
-    config_path = getattr(args, "config", None)
     run_dir = Path(args.run_dir) if args.run_dir else None
-    if config_path is None:
-        if run_dir is None or not (run_dir / "config.json").exists():
-            raise ConfigError("give --config CONFIG, or --run-dir of a run started with `puzzle run`")
-        config_path = run_dir / "config.json"
+    config_path = run_config_path(run_dir, getattr(args, "config", None))
     if run_dir is None:
         run_dir = Path("runs") / Path(config_path).stem
     trainer = {k: getattr(args, k) for k in ("accelerator", "devices", "strategy", "num_nodes", "precision")}

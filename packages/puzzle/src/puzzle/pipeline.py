@@ -209,6 +209,16 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None, **override
     return config
 
 
+def run_config_path(run_dir: str | Path | None, config_path: str | Path | None = None) -> Path:
+    """`config_path` when given, else the config.json that `puzzle run` and `puzzle bench` write into their run folder."""
+    if config_path is not None:
+        return Path(config_path)
+    if run_dir is not None and (Path(run_dir) / "config.json").exists():
+        return Path(run_dir) / "config.json"
+    raise ConfigError(f"run folder {run_dir} has no config.json: give --config CONFIG, or the folder of a run started "
+                      "with `puzzle run` or `puzzle bench`")
+
+
 def parse_target(target: str | float | int) -> tuple[str, float, bool]:
     """'1.5x' -> ('1.5x', 1.5, relative); 300 -> ('300tps', 300.0, absolute tokens/s)."""
     if isinstance(target, str):
