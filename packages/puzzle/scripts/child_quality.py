@@ -2,8 +2,8 @@
 
 Evaluates RUN_DIR/<stage>/<child> (stage `gkd` by default, `realize` for the untrained child) and the parent on the
 held-out test half with `evaluate`'s quality metrics: top-1 accuracy and its retention, KL to the parent, perplexity.
-With --time it also times the parent and the children side by side in a fresh process, as `evaluate` does, and sets
-the measured speed-up beside the search's prediction. Pause a training run on the same cores while it times
+With --time it also times the parent and the children side by side in a fresh process and gives the speed-up and
+the predicted/measured runtime relative to the parent, as `evaluate` does. Pause a training run on the same cores while it times
 (`kill -STOP -PGID`, then `kill -CONT -PGID`): the two would share the CPU.
 
 Usage: python packages/puzzle/scripts/child_quality.py RUN_DIR CHILD [CHILD ...] [--stage gkd|realize] [--time]
@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 
 import torch
-from puzzle.evaluate import measure_in_fresh_process, quality_metrics
+from puzzle.evaluate import evaluate_models, measure_in_fresh_process, quality_metrics
 from puzzle.pipeline import ConfigError, Pipeline, load_config, run_config_path
 
 
@@ -42,34 +42,25 @@ def main() -> None:
     pipe = Pipeline(config, args.run_dir, progress=False)
     parent, _ = pipe.parent()
     batches = pipe.datamodule().heldout_batches("test", config["evaluate"]["tokens"])
-    models = {"parent": parent, **{c: pipe.load_child(args.stage, c) for c in args.children}}
-    metrics = quality_metrics(models, parent, batches, device=pipe.device, progress=False)
-    parent_top1 = metrics["parent"]["top1_accuracy"]
-    print(f"{sum(b.numel() for b in batches)} held-out tokens, {args.stage} children")
-    for name, m in metrics.items():
-        print(f"{name:28s} top-1 {m['top1_accuracy']:.4f}  retention {m['top1_accuracy'] / parent_top1:.3f}  "
-              f"KL {m['kl']:.4f}  ppl {m['perplexity']:.2f}")
+    children = {c: pipe.load_child(args.stage, c) for c in args.children}
     if args.time:
-        print_speed(pipe, args.run_dir, args.stage, args.children)
-
-
-def print_speed(pipe: Pipeline, run_dir: Path, stage: str, children: list[str]) -> None:
-    """Measured tokens/s and speed-up over the parent, and the search's predicted runtime over the measured one,
-    both relative to the parent (so the machine's drift since the measure stage cancels)."""
-    ecfg = pipe.config["evaluate"]
-    costs = measure_in_fresh_process(pipe.parent_path, {c: run_dir / stage / c for c in children}, pipe.scenario(),
-                                     device=pipe.device, warmup=ecfg["warmup"], iters=ecfg["iters"])
-    solutions = pipe.solutions()
-    predicted_parent = pipe.cost_table().calibration["parent_measured"]["runtime_ms"]
-    base = costs["parent"]
-    print(f"timed in a fresh process: {pipe.scenario()}")
-    for name, c in costs.items():
-        line = (f"{name:28s} {c['tokens_per_s']:.1f} tokens/s  {c['runtime_ms']:.1f} ms  "
-                f"speed-up {c['tokens_per_s'] / base['tokens_per_s']:.3f}")
-        if name in solutions:
-            predicted = solutions[name]["predicted"]["runtime_ms"]
-            ratio = (predicted / predicted_parent) / (c["runtime_ms"] / base["runtime_ms"])
-            line += f"  predicted {predicted:.1f} ms, predicted/measured vs parent {ratio:.3f}"
+        costs = measure_in_fresh_process(pipe.parent_path, {c: args.run_dir / args.stage / c for c in children},
+                                         pipe.scenario(), device=pipe.device, warmup=config["evaluate"]["warmup"],
+                                         iters=config["evaluate"]["iters"])
+        results = evaluate_models(children, parent, batches, pipe.scenario(), device=pipe.device,
+                                  predicted_runtime_ms=pipe.predicted_runtimes(), progress=False, costs=costs)
+    else:
+        results = quality_metrics({"parent": parent, **children}, parent, batches, device=pipe.device,
+                                  progress=False)
+    parent_top1 = results["parent"]["top1_accuracy"]
+    print(f"{sum(b.numel() for b in batches)} held-out tokens, {args.stage} children"
+          + (f", timed in a fresh process: {pipe.scenario()}" if args.time else ""))
+    for name, r in results.items():
+        line = (f"{name:24s} top-1 {r['top1_accuracy']:.4f}  retention {r['top1_accuracy'] / parent_top1:.3f}  "
+                f"KL {r['kl']:.4f}  ppl {r['perplexity']:.2f}")
+        if args.time:
+            line += f"  {r['measured_tokens_per_s']:.1f} tokens/s  speed-up {r['speedup']:.3f}"
+            line += f"  pred/meas vs parent {r['predicted_over_measured_vs_parent']:.3f}"
         print(line)
 
 

@@ -215,8 +215,9 @@ def run_config_path(run_dir: str | Path | None, config_path: str | Path | None =
         return Path(config_path)
     if run_dir is not None and (Path(run_dir) / "config.json").exists():
         return Path(run_dir) / "config.json"
-    raise ConfigError(f"run folder {run_dir} has no config.json: give --config CONFIG, or the folder of a run started "
-                      "with `puzzle run` or `puzzle bench`")
+    where = "no --run-dir given" if run_dir is None else f"run folder {run_dir} has no config.json"
+    raise ConfigError(f"{where}: give --config CONFIG, or the folder of a run started with `puzzle run` or "
+                      "`puzzle bench`")
 
 
 def parse_target(target: str | float | int) -> tuple[str, float, bool]:
@@ -569,6 +570,12 @@ class Pipeline:
                      f"{metrics.get('last_loss', float('nan')):.4f} in {metrics['steps']} steps")
         return {}
 
+    def predicted_runtimes(self) -> dict[str, float]:
+        """The search's predicted runtime (ms) of every child, and the parent's as timed by the measure stage."""
+        predicted = {name: rec["predicted"]["runtime_ms"] for name, rec in self.solutions().items()}
+        predicted["parent"] = self.cost_table().calibration["parent_measured"]["runtime_ms"]
+        return predicted
+
     def stage_evaluate(self, h: str) -> dict[str, Any]:
         from puzzle.evaluate import evaluate_models, measure_in_fresh_process
 
@@ -577,14 +584,12 @@ class Pipeline:
         children = {name: self.load_child("gkd", name) for name in solutions}
         ecfg = self.config["evaluate"]
         batches = self.datamodule().heldout_batches("test", ecfg["tokens"])
-        predicted = {name: rec["predicted"]["runtime_ms"] for name, rec in solutions.items()}
-        predicted["parent"] = self.cost_table().calibration["parent_measured"]["runtime_ms"]
         self.log("[evaluate] timing the parent and the children in a fresh process")
         costs = measure_in_fresh_process(self.parent_path, {name: self.run.path(f"gkd/{name}") for name in solutions},
                                          self.scenario(), device=self.device, warmup=ecfg["warmup"],
                                          iters=ecfg["iters"])
         results = evaluate_models(children, parent, batches, self.scenario(), device=self.device,
-                                  predicted_runtime_ms=predicted, progress=self.progress, costs=costs)
+                                  predicted_runtime_ms=self.predicted_runtimes(), progress=self.progress, costs=costs)
         for name, rec in solutions.items():
             results[name].update({"method": rec["method"], "target": rec["target"],
                                   "target_tokens_per_s": rec["target_tokens_per_s"]})
