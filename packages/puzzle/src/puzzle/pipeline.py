@@ -14,9 +14,9 @@
 
 A stage's inputs hash covers its config section and the inputs hashes of the stages it reads (`STAGE_INPUTS`), so
 changing e.g. the BLD budget re-runs bld and everything after it, and nothing before. The `measure` hash also holds
-the device name (and the CPU thread count): costs measured on other hardware are re-measured. Trainer settings (devices, strategy) are not
-part of any hash. Long stages cache per item (score: per candidate; gkd: per child + Lightning checkpoints), so a
-killed stage resumes inside itself too.
+the device name (and the CPU thread count): costs measured on other hardware are re-measured. Trainer settings
+(devices, strategy) are not part of any hash. Long stages cache per item (score: per candidate; gkd: per child +
+Lightning checkpoints), so a killed stage resumes inside itself too.
 
 Config (YAML or JSON; everything optional except what differs from `DEFAULTS`): see configs/quick.yaml; a file
 may start from another with `extends: cpu.yaml` (see configs/cpu-long.yaml).
