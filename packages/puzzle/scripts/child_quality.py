@@ -3,8 +3,8 @@
 Evaluates RUN_DIR/<stage>/<child> (stage `gkd` by default, `realize` for the untrained child) and the parent on the
 held-out test half with `evaluate`'s quality metrics: top-1 accuracy and its retention, KL to the parent, perplexity.
 With --time it also times the parent and the children side by side in a fresh process and gives the speed-up and
-the predicted/measured runtime relative to the parent, as `evaluate` does. Pause a training run on the same cores while it times
-(`kill -STOP -PGID`, then `kill -CONT -PGID`): the two would share the CPU.
+the predicted/measured runtime relative to the parent, through `evaluate`'s own code. Pause a training run on the
+same cores while it times (`kill -STOP -PGID`, then `kill -CONT -PGID`): the two would share the CPU.
 
 Usage: python packages/puzzle/scripts/child_quality.py RUN_DIR CHILD [CHILD ...] [--stage gkd|realize] [--time]
        [--config CONFIG] [--threads 2]
@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 
 import torch
-from puzzle.evaluate import evaluate_models, measure_in_fresh_process, quality_metrics
+from puzzle.evaluate import quality_metrics
 from puzzle.pipeline import ConfigError, Pipeline, load_config, run_config_path
 
 
@@ -40,16 +40,12 @@ def main() -> None:
     except ConfigError as err:
         raise SystemExit(str(err)) from None
     pipe = Pipeline(config, args.run_dir, progress=False)
-    parent, _ = pipe.parent()
     batches = pipe.datamodule().heldout_batches("test", config["evaluate"]["tokens"])
-    children = {c: pipe.load_child(args.stage, c) for c in args.children}
     if args.time:
-        costs = measure_in_fresh_process(pipe.parent_path, {c: args.run_dir / args.stage / c for c in children},
-                                         pipe.scenario(), device=pipe.device, warmup=config["evaluate"]["warmup"],
-                                         iters=config["evaluate"]["iters"])
-        results = evaluate_models(children, parent, batches, pipe.scenario(), device=pipe.device,
-                                  predicted_runtime_ms=pipe.predicted_runtimes(), progress=False, costs=costs)
+        results = pipe.evaluate_children(args.stage, args.children)
     else:
+        parent, _ = pipe.parent()
+        children = {c: pipe.load_child(args.stage, c) for c in args.children}
         results = quality_metrics({"parent": parent, **children}, parent, batches, device=pipe.device,
                                   progress=False)
     parent_top1 = results["parent"]["top1_accuracy"]

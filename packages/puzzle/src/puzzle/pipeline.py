@@ -576,20 +576,26 @@ class Pipeline:
         predicted["parent"] = self.cost_table().calibration["parent_measured"]["runtime_ms"]
         return predicted
 
-    def stage_evaluate(self, h: str) -> dict[str, Any]:
+    def evaluate_children(self, stage: str, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The parent and the children RUN_DIR/<stage>/<name> side by side: held-out quality, speed timed in a fresh
+        process (the config's scenario, warm-up and iterations) and the search's predicted runtime over the measured
+        one. The evaluate stage and scripts/child_quality.py both read their figures from here."""
         from puzzle.evaluate import evaluate_models, measure_in_fresh_process
 
         parent, _ = self.parent()
-        solutions = self.solutions()
-        children = {name: self.load_child("gkd", name) for name in solutions}
         ecfg = self.config["evaluate"]
         batches = self.datamodule().heldout_batches("test", ecfg["tokens"])
         self.log("[evaluate] timing the parent and the children in a fresh process")
-        costs = measure_in_fresh_process(self.parent_path, {name: self.run.path(f"gkd/{name}") for name in solutions},
+        costs = measure_in_fresh_process(self.parent_path, {name: self.run.path(f"{stage}/{name}") for name in names},
                                          self.scenario(), device=self.device, warmup=ecfg["warmup"],
                                          iters=ecfg["iters"])
-        results = evaluate_models(children, parent, batches, self.scenario(), device=self.device,
-                                  predicted_runtime_ms=self.predicted_runtimes(), progress=self.progress, costs=costs)
+        children = {name: self.load_child(stage, name) for name in names}
+        return evaluate_models(children, parent, batches, self.scenario(), device=self.device,
+                               predicted_runtime_ms=self.predicted_runtimes(), progress=self.progress, costs=costs)
+
+    def stage_evaluate(self, h: str) -> dict[str, Any]:
+        solutions = self.solutions()
+        results = self.evaluate_children("gkd", list(solutions))
         for name, rec in solutions.items():
             results[name].update({"method": rec["method"], "target": rec["target"],
                                   "target_tokens_per_s": rec["target_tokens_per_s"]})
