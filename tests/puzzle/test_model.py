@@ -12,6 +12,7 @@ from puzzle.configuration_decilm import DeciLMConfig
 from puzzle.modeling_decilm import DeciLMForCausalLM
 from puzzle.parent import NotLlamaFamilyError, load_parent, parent_fingerprint
 from transformers import GPT2Config, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers.cache_utils import DynamicCache
 
 from benchmarks.data import get_source
 
@@ -132,6 +133,26 @@ def test_subblock_outputs_and_cache_layout():
     assert len(cache.layers) == 2
     assert [tuple(layer.keys.shape) for layer in cache.layers] == [(B, 2, T, 16), (B, 1, T, 16)]
     assert cache.get_seq_length() == T
+
+
+def test_forward_layers_in_slices_matches_forward():
+    """Two slices of forward_layers (the way scoring runs a model) give forward's states and KV-cache layout."""
+    model = mixed_model(seed=3)
+    B, T = 2, 9
+    ids = torch.randint(0, 256, (B, T), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        full = model.model(ids, use_cache=True)
+        h = model.model.forward_layers(model.model.embed_tokens(ids), 0, 2)
+        assert torch.allclose(model.model.norm(model.model.forward_layers(h, 2)), full.last_hidden_state, atol=1e-5)
+        cache = DynamicCache()
+        pos = model.model.rotary_emb(h, torch.arange(T)[None])
+        h = model.model.forward_layers(model.model.embed_tokens(ids), 0, 2, position_embeddings=pos,
+                                       past_key_values=cache)
+        model.model.forward_layers(h, 2, position_embeddings=pos, past_key_values=cache)
+    # layer 3 is the second GQA layer: the second slice must write cache slot 1, not append to slot 0
+    assert [tuple(layer.keys.shape) for layer in cache.layers] == [(B, 2, T, 16), (B, 1, T, 16)]
+    for mine, ref in zip(cache.layers, full.past_key_values.layers, strict=True):
+        assert torch.allclose(mine.keys, ref.keys, atol=1e-6) and torch.allclose(mine.values, ref.values, atol=1e-6)
 
 
 def test_incremental_decoding_matches_full_forward():

@@ -273,17 +273,32 @@ class DeciLMModel(DeciLMPreTrainedModel):
         position_embeddings = self.rotary_emb(h, position_ids)
 
         hidden_states = [h] if output_hidden_states else None
-        cache_idx = 0
-        for layer in self.layers:
-            h = layer(h, position_embeddings, mask, past_key_values, cache_idx)
-            cache_idx += layer.has_kv_cache
-            if hidden_states is not None:
-                hidden_states.append(h)
+        h = self.forward_layers(h, position_embeddings=position_embeddings, mask=mask,
+                                past_key_values=past_key_values, hidden_states=hidden_states)
         h = self.norm(h)
         if hidden_states is not None:
             hidden_states[-1] = h  # Llama convention: the last entry is the normed final state
         return BaseModelOutputWithPast(last_hidden_state=h, past_key_values=past_key_values if use_cache else None,
                                        hidden_states=tuple(hidden_states) if hidden_states is not None else None)
+
+    def forward_layers(self, h: torch.Tensor, start: int = 0, stop: int | None = None, *,
+                       position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+                       mask: torch.Tensor | None = None, past_key_values: Cache | None = None,
+                       hidden_states: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Decoder layers start..stop-1 on hidden state `h` [B, T, H], appending each output to `hidden_states`.
+
+        `forward` runs all of them; replace-1-block scoring runs a slice from a cached layer input. Without
+        `position_embeddings` the positions are 0..T-1 (a fresh sequence, no cache)."""
+        if position_embeddings is None:
+            position_embeddings = self.rotary_emb(h, torch.arange(h.shape[1], device=h.device)[None])
+        # Only GQA layers own a KV-cache slot, so a layer's slot is the number of GQA layers before it.
+        cache_idx = sum(layer.has_kv_cache for layer in self.layers[:start])
+        for layer in self.layers[start:stop]:
+            h = layer(h, position_embeddings, mask, past_key_values, cache_idx)
+            cache_idx += layer.has_kv_cache
+            if hidden_states is not None:
+                hidden_states.append(h)
+        return h
 
 
 class DeciLMForCausalLM(DeciLMPreTrainedModel, GenerationMixin):

@@ -105,24 +105,15 @@ def parent_log_probs(model: nn.Module, batches: Sequence[torch.Tensor], device: 
     return [F.log_softmax(logits_of(model, ids.to(device)), dim=-1).cpu() for ids in batches]
 
 
-def run_layers(model: nn.Module, h: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    """Layers start..stop-1 of a DeciLM model on hidden state `h` [B, T, H] (positions 0..T-1, causal, no cache)."""
-    positions = model.model.rotary_emb(h, torch.arange(h.shape[1], device=h.device)[None])
-    for layer in model.model.layers[start:stop]:
-        h = layer(h, positions)
-    return h
-
-
 @torch.inference_mode()
 def score_candidate(model: nn.Module, candidate: Candidate, batches: Sequence[torch.Tensor],
                     parent_logp: Sequence[torch.Tensor], device: torch.device,
                     layer_inputs: Sequence[torch.Tensor]) -> dict[str, float]:
     """Metrics of the parent with `candidate` swapped in; `layer_inputs` = the parent's input to its layer, per batch."""
-    num_layers = len(model.model.layers)
     with swapped(model, candidate):
         sums = []
         for ids, lp, h in zip(batches, parent_logp, layer_inputs, strict=True):
-            h = model.model.norm(run_layers(model, h, candidate.layer, num_layers))
+            h = model.model.norm(model.model.forward_layers(h, candidate.layer))
             sums.append(compare_logits(lp.to(device), model.lm_head(h).float(), ids.to(device)))
     return mean_metrics(sums)
 
@@ -169,7 +160,7 @@ def score_candidates(
     for cand in tqdm(todo, desc="replace-1-block scoring", disable=not progress):
         if cand.layer > at:  # carry the parent's activations down to this candidate's layer
             with torch.inference_mode():
-                inputs, at = [run_layers(model, h, at, cand.layer) for h in inputs], cand.layer
+                inputs, at = [model.model.forward_layers(h, at, cand.layer) for h in inputs], cand.layer
         for module in cand.modules():
             module.to(device).eval()
         metrics = score_candidate(model, cand, batches, parent_logp, device, inputs)
