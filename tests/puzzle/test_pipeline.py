@@ -137,6 +137,28 @@ def test_changed_config_reruns_only_downstream(clean_run, tiny_parent, tiny_run_
         pipe.run_stage("evaluate")
 
 
+def test_changed_search_realises_and_distils_only_new_children(clean_run, tiny_parent, tiny_run_config,
+                                                                austen_texts, tmp_path):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(clean_run.run.root, root)
+    before = clean_run.solutions()
+    messages: list[str] = []
+    pipe = Pipeline(load_config(tiny_run_config(tiny_parent, targets=["1.3x", "1.5x"])), root, texts=austen_texts,
+                    progress=False, log=messages.append)
+    pipe.run_all()
+    after = pipe.solutions()
+    changed = {name for name, rec in after.items() if before.get(name, {}).get("blocks") != rec["blocks"]}
+    assert changed and changed != set(after)  # the 1.3x children are new, the 1.5x ones are kept
+    for stage, finished in (("realize", r": [\d.]+ M parameters$"), ("gkd", r": loss ")):
+        redone = {m.group(1) for m in (re.match(rf"\[{stage}\] (\S+){finished}", line) for line in messages) if m}
+        assert redone == changed, stage
+    for name in set(after) - changed:  # the kept children's weights are those of the first run
+        assert file_hash(root / "gkd" / name / "model.safetensors") == \
+            file_hash(clean_run.run.path("gkd") / name / "model.safetensors")
+
+
 def test_run_folder_refuses_another_parent(clean_run, tmp_path, make_tiny_parent, tiny_run_config, austen_texts):
     other = make_tiny_parent(tmp_path / "other", seed=1, layers=3)
     with pytest.raises(RunFolderMismatchError, match="different parent|belongs to parent"):

@@ -535,11 +535,28 @@ class Pipeline:
         parent, _ = self.parent()
         library = self.library()
         for name, rec in self.solutions().items():
+            key = self.child_key(rec)
+            marker = f"realize/{name}/realize.json"
+            if self.run.path(marker).exists() and self.run.read_json(marker).get("child_key") == key:
+                self.log(f"[realize] {name}: done already")
+                continue
             child = realize(parent, self.block_configs(rec), library)
             with self.run.atomic_dir(f"realize/{name}") as tmp:
                 child.save_pretrained(tmp)
+                (tmp / "realize.json").write_text(json.dumps({"child_key": key}, indent=2))
             self.log(f"[realize] {name}: {sum(p.numel() for p in child.parameters()) / 1e6:.2f} M parameters")
         return {}
+
+    def child_key(self, record: Mapping[str, Any]) -> str:
+        """What a realised child depends on: the BLD-trained library and the child's blocks. Keyed per child (not by
+        the stage's inputs) so that a changed search, one more target or baseline, realises and distils only the
+        children that are new or different."""
+        return config_hash({"bld": self.inputs_hash("bld"), "blocks": record["blocks"]})
+
+    def gkd_key(self, record: Mapping[str, Any]) -> str:
+        """What a distilled child depends on: the realised child and the GKD settings."""
+        return config_hash({"child": self.child_key(record),
+                            "config": {k: self.config[k] for k in STAGE_CONFIG["gkd"]}})
 
     def load_child(self, stage: str, name: str) -> Any:
         from puzzle.modeling_decilm import DeciLMForCausalLM
@@ -552,19 +569,22 @@ class Pipeline:
         parent, _ = self.parent()
         cfg = dict(self.config["gkd"])
         budget, every = cfg.pop("token_budget"), cfg.pop("checkpoint_every")
-        for name in self.solutions():
+        for name, rec in self.solutions().items():
+            key = self.gkd_key(rec)
             marker = f"gkd/{name}/gkd.json"
-            if self.run.path(marker).exists() and self.run.read_json(marker).get("inputs_hash") == h:
+            done = self.run.read_json(marker) if self.run.path(marker).exists() else {}
+            # inputs_hash: a child distilled by a run from before per-child keys, under this stage's exact inputs
+            if done.get("child_key") == key or done.get("inputs_hash") == h:
                 self.log(f"[gkd] {name}: done already")
                 continue
             student = self.load_child("realize", name)
-            ckpt_dir = self.run.stage_dir("gkd") / f".ckpt-{name}-{h}"
+            ckpt_dir = self.run.stage_dir("gkd") / f".ckpt-{name}-{key}"
             metrics = run_gkd(student, parent, self.datamodule(), token_budget=budget, ckpt_dir=ckpt_dir,
                               checkpoint_every=every, seed=self.config["seed"],
                               trainer_kwargs=self.trainer_kwargs(f"[gkd] {name}"), **cfg)
             with self.run.atomic_dir(f"gkd/{name}") as tmp:
                 student.cpu().save_pretrained(tmp)
-                (tmp / "gkd.json").write_text(json.dumps({"inputs_hash": h, **metrics}, indent=2))
+                (tmp / "gkd.json").write_text(json.dumps({"child_key": key, **metrics}, indent=2))
             shutil.rmtree(ckpt_dir, ignore_errors=True)  # the trained child is saved; checkpoints are large
             self.log(f"[gkd] {name}: loss {metrics.get('first_loss', float('nan')):.4f} -> "
                      f"{metrics.get('last_loss', float('nan')):.4f} in {metrics['steps']} steps")
