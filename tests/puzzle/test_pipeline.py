@@ -159,6 +159,32 @@ def test_changed_search_realises_and_distils_only_new_children(clean_run, tiny_p
             file_hash(clean_run.run.path("gkd") / name / "model.safetensors")
 
 
+def test_excluded_blocks_leave_the_puzzle_children_and_not_the_baselines(clean_run, tiny_parent, tiny_run_config,
+                                                                          austen_texts, tmp_path):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(clean_run.run.root, root)
+    before = clean_run.solutions()
+    dropped = "no_op+no_op"  # a whole layer skipped: both ShortGPT and the tiny run's Puzzle children use it
+    assert all(dropped in rec["names"] for rec in before.values())
+    config = load_config(tiny_run_config(tiny_parent, search={"exclude_blocks": [dropped]}))
+    pipe = Pipeline(config, root, texts=austen_texts, progress=False, log=lambda m: None)
+    pipe.run_stage("search")
+    after = pipe.solutions()
+    assert {rec["method"] for rec in after.values()} == {rec["method"] for rec in before.values()}
+    for name, rec in after.items():
+        if rec["method"] == "puzzle":
+            assert dropped not in rec["names"], name
+        else:
+            assert rec["names"] == before[name]["names"]
+    bad = load_config(tiny_run_config(tiny_parent, search={"exclude_blocks": ["gqa_kv7+*"]}))
+    with pytest.raises(ConfigError, match="exclude_blocks: exclusion pattern 'gqa_kv7\\+\\*' matches none"):
+        Pipeline(bad, root, texts=austen_texts, progress=False, log=lambda m: None).run_stage("search")
+    with pytest.raises(ConfigError, match="list of block-name patterns"):
+        load_config({"search": {"exclude_blocks": "linear+*"}})
+
+
 def test_run_folder_refuses_another_parent(clean_run, tmp_path, make_tiny_parent, tiny_run_config, austen_texts):
     other = make_tiny_parent(tmp_path / "other", seed=1, layers=3)
     with pytest.raises(RunFolderMismatchError, match="different parent|belongs to parent"):

@@ -150,6 +150,22 @@ def test_nan_variants_never_chosen():
     assert solve(p, budgets={"c": 5.0})[0].choice == [0]
 
 
+def test_excluded_variants_are_never_chosen():
+    names = [["kv3+ffn", "linear+ffn", "linear+no_op", "no_op+no_op"]] * 3
+    scores = np.array([[1.0, 0.1, 0.2, 0.9]] * 3)  # the linear-attention blocks score best and cost least
+    runtime = np.array([[4.0, 1.0, 0.5, 0.0]] * 3)
+    p = SearchProblem(names, scores, {"runtime_ms": runtime})
+    assert all(n.startswith("linear+") for n in solve(p, budgets={"runtime_ms": 6.0})[0].names)
+    q = p.without(["linear+*"])
+    for sol in solve(q, budgets={"runtime_ms": 6.0}, num_solutions=3):
+        assert not any(n.startswith("linear+") for n in sol.names)
+    assert np.isfinite(p.scores).all()  # the original problem is left as it was
+    with pytest.raises(ValueError, match="'gqa\\*' matches none"):
+        p.without(["gqa*"])
+    with pytest.raises(ValueError, match="no available variant"):
+        p.without(["*+*"])
+
+
 def test_infeasible_budget_names_cheapest_total():
     p = random_problem(5, 3, 0)
     lo, _ = p.cost_range("runtime_ms")

@@ -92,7 +92,9 @@ DEFAULTS: dict[str, Any] = {
     "targets": ["1.5x"],
     # match_baselines: also solve the MIP at each baseline's predicted runtime ("puzzle-1.5x-at-shortgpt"): the
     # coarse baselines rarely land on the target, so this is the comparison at equal throughput
-    "search": {"solver": "auto", "time_limit_s": 60, "match_baselines": True},
+    # exclude_blocks: glob patterns of blocks the Puzzle children may not use ("linear+*": linear attention with any
+    # FFN), e.g. variants an inference engine lacks; the library keeps them, so the scores are reused
+    "search": {"solver": "auto", "time_limit_s": 60, "match_baselines": True, "exclude_blocks": []},
     "baselines": ["uniform", "shortgpt"],
     "gkd": {"token_budget": 1_000_000, "lr": 1e-4, "hidden": "per_layer", "cosine_weight": 1.0, "kl_weight": 1.0,
             "lm_weight": 0.0, "checkpoint_every": 100},
@@ -203,6 +205,10 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None, **override
     unknown = set(config["baselines"]) - {"uniform", "shortgpt"}
     if unknown:
         raise ConfigError(f"unknown baselines {sorted(unknown)}; choose from 'uniform', 'shortgpt'")
+    exclude = config["search"]["exclude_blocks"]
+    if not isinstance(exclude, list) or not all(isinstance(x, str) for x in exclude):
+        raise ConfigError(f"search.exclude_blocks must be a list of block-name patterns such as 'linear+*', "
+                          f"got {exclude!r}")
     Scenario(**config["scenario"])  # validates
     for t in config["targets"]:
         parse_target(t)
@@ -455,9 +461,13 @@ class Pipeline:
                              mode=self.config["bld"]["mode"], objective=self.config["score"]["objective"])
 
     def stage_search(self, h: str) -> dict[str, Any]:
-        problem = self.problem()
+        full = self.problem()
         table = self.cost_table()
-        self.run.write_json("search/problem.json", problem.to_dict())
+        self.run.write_json("search/problem.json", full.to_dict())
+        try:  # the baselines follow their own rules on the full library; the Puzzle children on what is allowed
+            problem = full.without(self.config["search"]["exclude_blocks"])
+        except ValueError as e:
+            raise ConfigError(f"search.exclude_blocks: {e}") from None
         parent_tps = table.calibration["parent_measured"]["tokens_per_s"]
         match_baselines = self.config["search"]["match_baselines"]
         blocks = {BlockConfig(a, f).name: BlockConfig(a, f) for a in self.attention_variants()
@@ -475,14 +485,19 @@ class Pipeline:
             solutions[f"puzzle-{label}"] = _solution_record(sol, blocks, "puzzle", label, tps, table)
             for method in self.config["baselines"]:
                 try:
-                    sol = self._baseline(method, problem, budget)
+                    sol = self._baseline(method, full, budget)
                 except InfeasibleTargetError as e:  # a coarse baseline missing the target must not stop the run
                     skipped[f"{method}-{label}"] = str(e)
                     self.log(f"[search] {method}-{label} skipped: {e}")
                     continue
                 solutions[f"{method}-{label}"] = _solution_record(sol, blocks, method, label, tps, table)
-                if match_baselines:
+                if not match_baselines:
+                    continue
+                try:
                     self._match_baseline(problem, sol, method, label, blocks, table, solutions)
+                except InfeasibleTargetError as e:  # only when search.exclude_blocks took the baseline's blocks
+                    skipped[f"puzzle-{label}-at-{method}"] = str(e)
+                    self.log(f"[search] puzzle-{label}-at-{method} skipped: {e}")
         for name, rec in solutions.items():
             self.log(f"[search] {name}: predicted {rec['predicted']['tokens_per_s']:.1f} tokens/s "
                      f"(target {rec['target_tokens_per_s']:.1f}), objective {rec['objective']:.4f}")
@@ -501,7 +516,7 @@ class Pipeline:
                         blocks: Mapping[str, BlockConfig], table: CostTable, solutions: dict[str, Any]) -> None:
         """Puzzle at the baseline's predicted runtime, unless that child is already in `solutions`."""
         runtime = baseline.costs["runtime_ms"]
-        sol = self._solve(problem, {"runtime_ms": runtime})  # feasible: the baseline itself meets this budget
+        sol = self._solve(problem, {"runtime_ms": runtime})  # the baseline meets it, unless its blocks are excluded
         same = next((k for k, v in solutions.items() if v["method"] == "puzzle" and v["choice"] == sol.choice), None)
         if same is not None:
             self.log(f"[search] puzzle at {method}-{label}'s runtime is {same}")

@@ -29,6 +29,7 @@ Decisions (documented here because P-pipe builds on them):
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import time
 import warnings
@@ -123,6 +124,21 @@ class SearchProblem:
         hi = np.where(avail, arr, -np.inf).max(axis=1).sum()
         fixed = self.fixed_costs[name]
         return float(lo + fixed), float(hi + fixed)
+
+    def without(self, patterns: Sequence[str]) -> SearchProblem:
+        """A copy in which the variants whose name matches one of the glob `patterns` are unavailable (for example
+        "linear+*": linear attention with any FFN). Raises ValueError when a pattern matches no variant or a layer is
+        left with none."""
+        names = np.array(self.variant_names, dtype=object)
+        excluded = np.zeros(self.scores.shape, dtype=bool)
+        for pattern in patterns:
+            hit = np.vectorize(lambda n, pat=pattern: fnmatch.fnmatchcase(n, pat), otypes=[bool])(names)
+            if not (hit & self.available).any():
+                raise ValueError(f"exclusion pattern {pattern!r} matches none of the available variants "
+                                 f"({', '.join(sorted(set(names[self.available].tolist())))})")
+            excluded |= hit
+        return SearchProblem(self.variant_names, np.where(excluded, np.nan, self.scores), self.costs,
+                             self.fixed_costs, self.score_sense)
 
     def solution_for(self, choice: Sequence[int], **extra: Any) -> Solution:
         """Evaluate a choice (variant index per layer): objective = sum_i s[i, c_i], totals incl. fixed costs."""
