@@ -91,3 +91,15 @@ def test_run_folder_of_another_parent(measured_run, tmp_path, capsys, make_tiny_
     cfg = _write(tmp_path / "c.json", tiny_run_config(other))
     _fails(capsys, ["score", "--config", cfg, "--run-dir", str(measured_run)], "belongs to parent",
            "use a new --run-dir")
+
+
+def test_gkd_of_a_child_that_is_not_in_the_run(measured_run, tmp_path, capsys, tiny_parent, tiny_run_config):
+    import shutil
+
+    run = tmp_path / "run"  # a copy: the other tests need measured_run without its search
+    shutil.copytree(measured_run, run)
+    cfg = _write(tmp_path / "c.json", tiny_run_config(tiny_parent))
+    assert main(["search", "--config", cfg, "--run-dir", str(run), "--no-progress"]) == 0
+    assert main(["realize", "--config", cfg, "--run-dir", str(run), "--no-progress"]) == 0
+    _fails(capsys, ["gkd", "--config", cfg, "--run-dir", str(run), "--children", "puzzle-9x"],
+           "no child ['puzzle-9x']", "puzzle-1.5x")

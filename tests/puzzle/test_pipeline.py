@@ -159,6 +159,26 @@ def test_changed_search_realises_and_distils_only_new_children(clean_run, tiny_p
             file_hash(clean_run.run.path("gkd") / name / "model.safetensors")
 
 
+def test_gkd_of_some_children_then_of_the_rest(clean_run, tiny_parent, tiny_run_config, austen_texts, tmp_path):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(clean_run.run.root, root)
+    messages: list[str] = []
+    pipe = Pipeline(load_config(tiny_run_config(tiny_parent, gkd={"lr": 5e-4})), root, texts=austen_texts,
+                    progress=False, log=messages.append)
+    names = list(pipe.solutions())
+    pipe.distil(names[:1])
+    trained = [m.split()[1].rstrip(":") for m in messages if re.match(r"\[gkd\] \S+: loss ", m)]
+    assert trained == names[:1] and not pipe.run.is_done("gkd", pipe.inputs_hash("gkd"))
+    messages.clear()
+    pipe.run_stage("gkd")
+    trained = [m.split()[1].rstrip(":") for m in messages if re.match(r"\[gkd\] \S+: loss ", m)]
+    assert trained == names[1:] and pipe.run.is_done("gkd", pipe.inputs_hash("gkd"))
+    with pytest.raises(ConfigError, match="no child \\['nope'\\]"):
+        pipe.distil(["nope"])
+
+
 def test_excluded_blocks_leave_the_puzzle_children_and_not_the_baselines(clean_run, tiny_parent, tiny_run_config,
                                                                           austen_texts, tmp_path):
     import shutil

@@ -68,7 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(run, config_required=True)
     run.add_argument("--until", choices=STAGES, help="stop after this stage")
     for stage in STAGES:
-        _common(sub.add_parser(stage, help=STAGE_HELP[stage], description=STAGE_HELP[stage]), config_required=False)
+        p = sub.add_parser(stage, help=STAGE_HELP[stage], description=STAGE_HELP[stage])
+        _common(p, config_required=False)
+        if stage == "gkd":
+            p.add_argument("--children", nargs="+", metavar="CHILD",
+                           help="distil only these children now (e.g. one per machine); the stage is done when a "
+                                "later `puzzle gkd` finds every child distilled")
     bench = sub.add_parser("bench", help="run the Puzzle benchmark tasks (benchmarks.runner)")
     bench.add_argument("--profile", choices=("quick", "cpu", "full"), default="quick",
                        help="configs/<profile>.yaml: quick (~10 min CPU), cpu (~1 h CPU), full (GPU budgets)")
@@ -137,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
             pipe.run_all(stages)
             if "evaluate" in stages:
                 print(json.dumps(pipe.run.read_json("evaluate/evaluate.json"), indent=2))
+        elif getattr(args, "children", None):
+            pipe.require("gkd")
+            pipe.distil(args.children)
         else:
             pipe.run_stage(args.command)
     except _known_errors() as e:

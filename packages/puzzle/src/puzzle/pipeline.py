@@ -579,12 +579,25 @@ class Pipeline:
         return DeciLMForCausalLM.from_pretrained(self.run.path(f"{stage}/{name}"))
 
     def stage_gkd(self, h: str) -> dict[str, Any]:
+        self.distil(list(self.solutions()), h)
+        return {}
+
+    def distil(self, names: Sequence[str], h: str | None = None) -> None:
+        """GKD of the children `names` (those not distilled already). `puzzle gkd --children` calls it for some
+        children: the one that decides a comparison first, or one child per machine on a shared run folder; the
+        stage is done when a later `puzzle gkd` finds every child distilled."""
         from puzzle.gkd import run_gkd
 
+        h = h or self.inputs_hash("gkd")
+        solutions = self.solutions()
+        unknown = [n for n in names if n not in solutions]
+        if unknown:
+            raise ConfigError(f"no child {unknown} in search/solutions.json; children: {', '.join(solutions)}")
         parent, _ = self.parent()
         cfg = dict(self.config["gkd"])
         budget, every = cfg.pop("token_budget"), cfg.pop("checkpoint_every")
-        for name, rec in self.solutions().items():
+        for name in names:
+            rec = solutions[name]
             key = self.gkd_key(rec)
             marker = f"gkd/{name}/gkd.json"
             done = self.run.read_json(marker) if self.run.path(marker).exists() else {}
@@ -603,7 +616,6 @@ class Pipeline:
             shutil.rmtree(ckpt_dir, ignore_errors=True)  # the trained child is saved; checkpoints are large
             self.log(f"[gkd] {name}: loss {metrics.get('first_loss', float('nan')):.4f} -> "
                      f"{metrics.get('last_loss', float('nan')):.4f} in {metrics['steps']} steps")
-        return {}
 
     def predicted_runtimes(self) -> dict[str, float]:
         """The search's predicted runtime (ms) of every child, and the parent's as timed by the measure stage."""
