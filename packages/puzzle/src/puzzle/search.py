@@ -129,13 +129,14 @@ class SearchProblem:
         """A copy in which the variants whose name matches one of the glob `patterns` are unavailable (for example
         "linear+*": linear attention with any FFN). Raises ValueError when a pattern matches no variant or a layer is
         left with none."""
-        names = np.array(self.variant_names, dtype=object)
         excluded = np.zeros(self.scores.shape, dtype=bool)
         for pattern in patterns:
-            hit = np.vectorize(lambda n, pat=pattern: fnmatch.fnmatchcase(n, pat), otypes=[bool])(names)
+            hit = np.array([[fnmatch.fnmatchcase(n, pattern) for n in row] for row in self.variant_names])
             if not (hit & self.available).any():
+                names = {n for row, ok in zip(self.variant_names, self.available, strict=True)
+                         for n, a in zip(row, ok, strict=True) if a}
                 raise ValueError(f"exclusion pattern {pattern!r} matches none of the available variants "
-                                 f"({', '.join(sorted(set(names[self.available].tolist())))})")
+                                 f"({', '.join(sorted(names))})")
             excluded |= hit
         return SearchProblem(self.variant_names, np.where(excluded, np.nan, self.scores), self.costs,
                              self.fixed_costs, self.score_sense)
