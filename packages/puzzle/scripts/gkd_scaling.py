@@ -3,11 +3,10 @@
 Trains RUN_DIR/realize/CHILD from the parent with the run config's GKD settings for --tokens tokens and evaluates
 the child on the held-out test half (the config's `evaluate.tokens`) before training and every --eval-every tokens.
 The learning-rate schedule spans the whole --tokens budget, so a mid-run figure is that of a run still at a higher
-learning rate, not of a shorter run. Nothing in RUN_DIR is changed; the checkpoints go to a temporary folder, and
---save DIR keeps the distilled child (for `child_quality.py --time`).
+learning rate, not of a shorter run. Nothing in RUN_DIR is changed; the checkpoints go to a temporary folder.
 
 Usage: python packages/puzzle/scripts/gkd_scaling.py RUN_DIR CHILD [--tokens N] [--eval-every N] [--threads 2]
-       [--config CONFIG] [--gkd KEY=VALUE ...] [--out FILE.json] [--save DIR]
+       [--config CONFIG] [--gkd KEY=VALUE ...] [--out FILE.json]
 CONFIG defaults to RUN_DIR/config.json (written by `puzzle run` and `puzzle bench`).
 `--gkd lr=5e-4 --gkd cosine_weight=0` overrides the config's GKD settings for a sweep.
 """
@@ -25,8 +24,6 @@ import torch
 from puzzle.evaluate import quality_metrics
 from puzzle.gkd import run_gkd
 from puzzle.pipeline import ConfigError, Pipeline, load_config, run_config_path
-
-from benchmarks.results import atomic_dir
 
 
 class HeldOutEval(L.Callback):
@@ -85,7 +82,6 @@ def main() -> None:
     ap.add_argument("--gkd", action="append", default=[], metavar="KEY=VALUE",
                     help="override one of the config's gkd settings (repeatable)")
     ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
-    ap.add_argument("--save", type=Path, default=None, help="save the distilled child in this folder")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -112,9 +108,6 @@ def main() -> None:
         run_gkd(student, parent, data, token_budget=args.tokens, ckpt_dir=ckpt_dir, checkpoint_every=10**9,
                 seed=config["seed"], trainer_kwargs=pipe.trainer_kwargs(f"[gkd-scaling] {args.child}"),
                 callbacks=[callback], **gkd)
-    if args.save:
-        with atomic_dir(args.save) as tmp:
-            student.cpu().save_pretrained(tmp)
     if args.out:
         args.out.write_text(json.dumps({"child": args.child, "config": str(config_path), "gkd": gkd,
                                         "parent_top1": parent_top1, "rows": callback.rows}, indent=2))
