@@ -89,3 +89,39 @@ def test_killed_gkd_resumes_to_the_same_weights(setup, tmp_path, monkeypatch):
         torch.testing.assert_close(a, b, msg=name)
     assert not torch.equal(clean.state_dict()["model.layers.0.mlp.up_proj.weight"],
                            parent.state_dict()["model.layers.0.mlp.up_proj.weight"])
+
+
+def _grad_norms_seen_by_the_optimizer(monkeypatch, parent, dm, tmp_path, **kwargs) -> list[float]:
+    """Runs 4 GKD steps and returns the global gradient norm each optimizer step applied (after any clipping)."""
+    norms: list[float] = []
+    real = gkd.GKDModule.configure_optimizers
+
+    def recording(self):
+        cfg = real(self)
+        opt, step = cfg["optimizer"], cfg["optimizer"].step
+
+        def step_and_record(closure=None):
+            loss = closure() if closure is not None else None  # Lightning's closure: backward, then clipping
+            grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+            norms.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+            step()
+            return loss
+
+        opt.step = step_and_record
+        return cfg
+
+    monkeypatch.setattr(gkd.GKDModule, "configure_optimizers", recording)
+    run_gkd(_child(parent), parent, dm, token_budget=4 * dm.tokens_per_batch, ckpt_dir=tmp_path, lr=1e-3,
+            trainer_kwargs=TRAINER, **kwargs)
+    monkeypatch.undo()
+    return norms
+
+
+def test_gradient_clip_bounds_every_step(setup, tmp_path, monkeypatch):
+    parent, dm = setup
+    free = _grad_norms_seen_by_the_optimizer(monkeypatch, parent, dm, tmp_path / "free")
+    clip = 0.5 * min(free)
+    clipped = _grad_norms_seen_by_the_optimizer(monkeypatch, parent, dm, tmp_path / "clipped", gradient_clip=clip)
+    assert len(free) == len(clipped) == 4
+    assert min(free) > clip
+    assert max(clipped) == pytest.approx(clip, rel=1e-3)  # every step's norm was above the clip, so each is cut

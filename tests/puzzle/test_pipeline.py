@@ -216,6 +216,8 @@ def test_run_folder_refuses_another_parent(clean_run, tmp_path, make_tiny_parent
 def test_config_validation():
     with pytest.raises(ConfigError, match="unknown config key 'gkd.lrr'"):
         load_config({"gkd": {"lrr": 1}})
+    with pytest.raises(ConfigError, match="gkd.gradient_clip must be a gradient norm >= 0"):
+        load_config({"gkd": {"gradient_clip": -1}})
     with pytest.raises(ConfigError, match="targets"):
         load_config({"targets": []})
     with pytest.raises(ConfigError, match="1.5 times|multiple"):

@@ -121,11 +121,14 @@ def run_gkd(
     seed: int = 0,
     trainer_kwargs: dict[str, Any] | None = None,
     callbacks: Sequence[L.Callback] = (),
+    gradient_clip: float = 0.0,
     **loss_kwargs: Any,
 ) -> dict[str, Any]:
     """Distil `student` from `teacher` for `token_budget` tokens; resumes from `ckpt_dir/last.ckpt` if present.
 
-    `callbacks` are added to the Trainer's (e.g. a held-out evaluation every N steps).
+    `callbacks` are added to the Trainer's (e.g. a held-out evaluation every N steps). `gradient_clip` > 0 clips the
+    gradients' global norm to it (Lightning's own clipping, so it holds under DDP and FSDP too); 0 leaves them as
+    they are.
 
     Returns {"steps", "tokens", "first_loss", "last_loss", "history": [per-step losses]} (read from the CSV log).
     """
@@ -140,7 +143,8 @@ def run_gkd(
     attempt = len(list((ckpt_dir / "log").glob("version_*")))  # a resumed run logs beside, not over, the first
     trainer = L.Trainer(max_epochs=-1, logger=CSVLogger(ckpt_dir, name="log", version=attempt),
                         callbacks=[checkpoint, *callbacks], enable_model_summary=False, log_every_n_steps=1,
-                        num_sanity_val_steps=0, limit_val_batches=0, deterministic=True, **kwargs)
+                        num_sanity_val_steps=0, limit_val_batches=0, deterministic=True,
+                        gradient_clip_val=gradient_clip or None, **kwargs)
     world = trainer.world_size
     trainer.fit_loop.epoch_loop.max_steps = max(1, datamodule.num_train_batches(token_budget) // world)
     last = ckpt_dir / "last.ckpt"

@@ -97,7 +97,7 @@ DEFAULTS: dict[str, Any] = {
     "search": {"solver": "auto", "time_limit_s": 60, "match_baselines": True, "exclude_blocks": []},
     "baselines": ["uniform", "shortgpt"],
     "gkd": {"token_budget": 1_000_000, "lr": 1e-4, "hidden": "per_layer", "cosine_weight": 1.0, "kl_weight": 1.0,
-            "lm_weight": 0.0, "checkpoint_every": 100},
+            "lm_weight": 0.0, "gradient_clip": 0.0, "checkpoint_every": 100},  # gradient_clip: max grad norm, 0 = off
     "evaluate": {"tokens": 32768, "warmup": 1, "iters": 3},
     "trainer": {"accelerator": "auto", "devices": "auto", "strategy": "auto", "num_nodes": 1, "precision": None},
 }
@@ -209,6 +209,9 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None, **override
     if not isinstance(exclude, list) or not all(isinstance(x, str) for x in exclude):
         raise ConfigError(f"search.exclude_blocks must be a list of block-name patterns such as 'linear+*', "
                           f"got {exclude!r}")
+    if not config["gkd"]["gradient_clip"] >= 0:
+        raise ConfigError(f"gkd.gradient_clip must be a gradient norm >= 0 (0 = no clipping), "
+                          f"got {config['gkd']['gradient_clip']!r}")
     Scenario(**config["scenario"])  # validates
     for t in config["targets"]:
         parse_target(t)
