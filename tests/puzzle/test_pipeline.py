@@ -205,6 +205,24 @@ def test_excluded_blocks_leave_the_puzzle_children_and_not_the_baselines(clean_r
         load_config({"search": {"exclude_blocks": "linear+*"}})
 
 
+def test_another_objective_searches_again_without_rescoring(clean_run, tiny_parent, tiny_run_config, austen_texts,
+                                                            tmp_path):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(clean_run.run.root, root)
+    config = load_config(tiny_run_config(tiny_parent, score={"objective": "top1_agreement"}))
+    pipe = Pipeline(config, root, texts=austen_texts, progress=False, log=lambda m: None)
+    assert pipe.run.is_done("score", pipe.inputs_hash("score"))  # every metric is scored already
+    assert not pipe.run.is_done("search", pipe.inputs_hash("search"))
+    pipe.run_stage("search")
+    problem = pipe.problem()
+    assert problem.score_sense == "max"
+    for name, rec in pipe.solutions().items():  # objective = summed top-1 agreement of the chosen blocks
+        assert rec["objective"] == pytest.approx(problem.solution_for(rec["choice"]).objective), name
+        assert rec["objective"] != pytest.approx(clean_run.solutions()[name]["objective"]), name
+
+
 def test_run_folder_refuses_another_parent(clean_run, tmp_path, make_tiny_parent, tiny_run_config, austen_texts):
     other = make_tiny_parent(tmp_path / "other", seed=1, layers=3)
     with pytest.raises(RunFolderMismatchError, match="different parent|belongs to parent"):

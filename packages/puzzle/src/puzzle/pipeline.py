@@ -63,13 +63,14 @@ STAGE_INPUTS: dict[str, tuple[str, ...]] = {
     "export": ("gkd",),
 }
 
-# the config sections each stage's result depends on
+# the config sections (or "section.key") each stage's result depends on; the score stage computes every metric, so
+# which one the MIP minimises (score.objective) belongs to the search, and a new objective does not re-score
 STAGE_CONFIG: dict[str, tuple[str, ...]] = {
     "library": ("search_space", "library", "data", "seed"),
     "bld": ("bld", "data", "seed"),
-    "score": ("score", "data"),
+    "score": ("score.tokens", "data"),
     "measure": ("search_space", "scenario", "measure"),
-    "search": ("targets", "search", "baselines"),
+    "search": ("targets", "search", "baselines", "score.objective"),
     "realize": (),
     "gkd": ("gkd", "data", "seed"),
     "evaluate": ("evaluate", "scenario", "data"),
@@ -322,7 +323,7 @@ class Pipeline:
     # -- stage bookkeeping -----------------------------------------------------------------------------------------
     def inputs(self, stage: str) -> dict[str, Any]:
         """Everything `stage`'s artifacts depend on (hashed into its manifest entry)."""
-        out: dict[str, Any] = {"parent": self.fingerprint, "config": {k: self.config[k] for k in STAGE_CONFIG[stage]},
+        out: dict[str, Any] = {"parent": self.fingerprint, "config": self.stage_config(stage),
                                "upstream": {s: self.inputs_hash(s) for s in STAGE_INPUTS[stage]}}
         if stage == "measure":  # timings belong to the hardware and, on a CPU, to the thread count
             out["device"] = device_name(self.device)
@@ -332,6 +333,14 @@ class Pipeline:
 
     def inputs_hash(self, stage: str) -> str:
         return config_hash(self.inputs(stage))
+
+    def stage_config(self, stage: str) -> dict[str, Any]:
+        """The parts of the config that `stage`'s result depends on (STAGE_CONFIG)."""
+        out = {}
+        for name in STAGE_CONFIG[stage]:
+            section, _, key = name.partition(".")
+            out[name] = self.config[section][key] if key else self.config[section]
+        return out
 
     def require(self, stage: str) -> None:
         for up in STAGE_INPUTS[stage]:
@@ -574,7 +583,7 @@ class Pipeline:
     def gkd_key(self, record: Mapping[str, Any]) -> str:
         """What a distilled child depends on: the realised child and the GKD settings."""
         return config_hash({"child": self.child_key(record),
-                            "config": {k: self.config[k] for k in STAGE_CONFIG["gkd"]}})
+                            "config": self.stage_config("gkd")})
 
     def load_child(self, stage: str, name: str) -> Any:
         from puzzle.modeling_decilm import DeciLMForCausalLM
