@@ -8,7 +8,8 @@ learning rate, not of a shorter run. Nothing in RUN_DIR is changed; the checkpoi
 Usage: python packages/puzzle/scripts/gkd_scaling.py RUN_DIR CHILD [--tokens N] [--eval-every N] [--threads 2]
        [--config CONFIG] [--gkd KEY=VALUE ...] [--out FILE.json]
 CONFIG defaults to RUN_DIR/config.json (written by `puzzle run` and `puzzle bench`).
-`--gkd lr=5e-4 --gkd cosine_weight=0` overrides the config's GKD settings for a sweep.
+`--gkd lr=5e-4 --gkd cosine_weight=0` overrides the config's GKD settings for a sweep. --out FILE.json gets the
+held-out rows and the per-step training losses.
 """
 
 from __future__ import annotations
@@ -105,12 +106,14 @@ def main() -> None:
     callback = HeldOutEval(parent, batches, max(1, args.eval_every // data.tokens_per_batch), data.tokens_per_batch,
                            parent_top1)
     with tempfile.TemporaryDirectory() as ckpt_dir:
-        run_gkd(student, parent, data, token_budget=args.tokens, ckpt_dir=ckpt_dir, checkpoint_every=10**9,
-                seed=config["seed"], trainer_kwargs=pipe.trainer_kwargs(f"[gkd-scaling] {args.child}"),
-                callbacks=[callback], **gkd)
-    if args.out:
+        metrics = run_gkd(student, parent, data, token_budget=args.tokens, ckpt_dir=ckpt_dir,
+                          checkpoint_every=10**9, seed=config["seed"],
+                          trainer_kwargs=pipe.trainer_kwargs(f"[gkd-scaling] {args.child}"), callbacks=[callback],
+                          **gkd)
+    if args.out:  # with the per-step losses, to see whether and where training lost its footing
         args.out.write_text(json.dumps({"child": args.child, "config": str(config_path), "gkd": gkd,
-                                        "parent_top1": parent_top1, "rows": callback.rows}, indent=2))
+                                        "parent_top1": parent_top1, "rows": callback.rows,
+                                        "history": metrics["history"]}, indent=2))
 
 
 if __name__ == "__main__":
