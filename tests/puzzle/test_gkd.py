@@ -125,3 +125,11 @@ def test_gradient_clip_bounds_every_step(setup, tmp_path, monkeypatch):
     assert len(free) == len(clipped) == 4
     assert min(free) > clip
     assert max(clipped) == pytest.approx(clip, rel=1e-3)  # every step's norm was above the clip, so each is cut
+
+
+def test_history_logs_the_gradient_norm_before_clipping(setup, tmp_path):
+    parent, dm = setup
+    metrics = run_gkd(_child(parent), parent, dm, token_budget=3 * dm.tokens_per_batch, ckpt_dir=tmp_path, lr=1e-3,
+                      trainer_kwargs=TRAINER, gradient_clip=1e-6)
+    norms = [row["grad_norm"] for row in metrics["history"]]
+    assert len(norms) == 3 and all(n > 1e-3 for n in norms)  # far above the clip: logged before clipping
