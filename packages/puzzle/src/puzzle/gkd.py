@@ -98,8 +98,7 @@ class GKDModule(L.LightningModule):
         # before any clipping: the norm that shows a step losing its footing (and whether gradient_clip bites)
         grads = [p.grad for p in self.student.parameters() if p.grad is not None]
         if grads:
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
-            self.log("train/grad_norm", norm, on_step=True)
+            self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads), on_step=True)
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.student.parameters() if p.requires_grad]
