@@ -95,7 +95,8 @@ class GKDModule(L.LightningModule):
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        # before any clipping: the norm that shows a step losing its footing (and whether gradient_clip bites)
+        # before any clipping: the norm that shows a step losing its footing (and whether gradient_clip bites);
+        # under FSDP each rank holds a shard of the gradients, so the logged (rank 0) norm is that shard's
         grads = [p.grad for p in self.student.parameters() if p.grad is not None]
         if grads:
             self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads), on_step=True)
