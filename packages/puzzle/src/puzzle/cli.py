@@ -102,7 +102,8 @@ def _pipeline(args: argparse.Namespace) -> Pipeline:
 
         torch.set_num_threads(args.threads)
     pipe = Pipeline(config, run_dir, device=args.device, progress=not args.no_progress)
-    pipe.run.write_json("config.json", config)
+    if pipe.is_main:  # the other ranks of a multi-process run write nothing
+        pipe.run.write_json("config.json", config)
     return pipe
 
 

@@ -137,7 +137,8 @@ def run_gkd(
     gradients' global norm to it (Lightning's own clipping, so it holds under DDP and FSDP too); 0 leaves them as
     they are.
 
-    Returns {"steps", "tokens", "first_loss", "last_loss", "history": [per-step losses]} (read from the CSV log).
+    Returns {"steps", "tokens", "first_loss", "last_loss", "history": [per-step losses]} (read from the CSV log; on
+    ranks other than 0 of a multi-process run only "steps" and "tokens").
     """
     ckpt_dir = Path(ckpt_dir)
     L.seed_everything(seed, workers=True, verbose=False)
@@ -160,8 +161,10 @@ def run_gkd(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
         trainer.fit(module, ckpt_path=last if last.exists() else None)
-    return {"steps": trainer.global_step, "tokens": trainer.global_step * datamodule.tokens_per_batch * world,
-            **_history(sorted((ckpt_dir / "log").glob("version_*/metrics.csv")))}
+    out = {"steps": trainer.global_step, "tokens": trainer.global_step * datamodule.tokens_per_batch * world}
+    if trainer.is_global_zero:  # the CSV log is rank 0's, and rank 0 may be deleting it while other ranks get here
+        out.update(_history(sorted((ckpt_dir / "log").glob("version_*/metrics.csv"))))
+    return out
 
 
 def _history(csv_paths: list[Path]) -> dict[str, Any]:

@@ -18,6 +18,11 @@ the device name (and the CPU thread count): costs measured on other hardware are
 (devices, strategy) are not part of any hash. Long stages cache per item (score: per candidate; gkd: per child +
 Lightning checkpoints), so a killed stage resumes inside itself too.
 
+Several processes (Lightning's DDP/FSDP: Lightning starts one more process per extra device by running the same
+command again; torchrun or SLURM start them all): every process runs the pipeline, but only rank 0 runs the stages
+other than BLD and GKD, writes artifacts and logs. The other ranks join the BLD and GKD fits and, at every other
+stage, wait until rank 0 has marked it done.
+
 Config (YAML or JSON; everything optional except what differs from `DEFAULTS`): see configs/quick.yaml; a file
 may start from another with `extends: cpu.yaml` (see configs/cpu-long.yaml).
 Targets: "1.5x" = 1.5 times the parent's measured tokens/s in the scenario; a number = absolute tokens/s.
@@ -27,15 +32,18 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import shutil
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from benchmarks.yardstick import device_name, select_device
 from puzzle.block_config import AttentionConfig, BlockConfig, FFNConfig
@@ -49,6 +57,7 @@ from puzzle.search import InfeasibleTargetError, SearchProblem, Solution
 # proved unreliable (one SmolLM2 child read 1.34x there, 1.48-1.53x in fresh processes), which is also why evaluate
 # times its models in a subprocess.
 STAGES = ("measure", "library", "bld", "score", "search", "realize", "gkd", "evaluate", "export")
+TRAINING_STAGES = ("bld", "gkd")  # Lightning fits: every process of a multi-process run takes part
 
 # stage -> the stages whose artifacts it reads (their inputs hashes are part of its own)
 STAGE_INPUTS: dict[str, tuple[str, ...]] = {
@@ -261,7 +270,11 @@ class Pipeline:
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
+        # rank 0 of a multi-process run, or the only process (Lightning's rank, read from the launcher's environment)
+        self.is_main = rank_zero_only.rank == 0
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        if not self.is_main:  # rank 0 reports for all
+            self.log = lambda msg: None
         self._parent: tuple[Any, Any] | None = None
         self._datamodule: AustenDataModule | None = None
         self.parent_path = Path(self.config["parent"]) if self.config["parent"] else _default_parent(
@@ -272,7 +285,8 @@ class Pipeline:
         self.space = _search_space(self.config["search_space"])
         self.space.validate(self.parent_config)  # SearchSpaceError early
         self.fingerprint = parent_fingerprint(self.parent_path)
-        self.run.bind_parent(self.parent_path, self.fingerprint)
+        if self.is_main:
+            self.run.bind_parent(self.parent_path, self.fingerprint)
 
     # -- shared inputs ---------------------------------------------------------------------------------------------
     def parent(self) -> tuple[Any, Any]:
@@ -352,15 +366,27 @@ class Pipeline:
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
         h = self.inputs_hash(stage)
+        if not self.is_main and stage not in TRAINING_STAGES:
+            self.wait_for_rank_zero(stage, h)
+            return h
         if self.run.is_done(stage, h):
             self.log(f"[{stage}] done already ({h}), skipping")
             return h
         self.require(stage)
         self.log(f"[{stage}] running ({h})")
         info = getattr(self, f"stage_{stage}")(h) or {}
-        self.run.mark_done(stage, h, **info)
+        if self.is_main:
+            self.run.mark_done(stage, h, **info)
         self.log(f"[{stage}] done")
         return h
+
+    def wait_for_rank_zero(self, stage: str, h: str, poll_s: float = 2.0) -> None:
+        """Rank > 0: block until rank 0 has marked `stage` done with inputs hash `h`."""
+        launcher = os.getppid()
+        while not self.run.is_done(stage, h):
+            if os.getppid() != launcher:  # rank 0 (Lightning's launcher) or torchrun's agent has exited
+                raise RuntimeError(f"rank {rank_zero_only.rank}: rank 0 stopped before stage {stage!r} was done")
+            time.sleep(poll_s)
 
     def run_all(self, stages: Sequence[str] = STAGES) -> None:
         for stage in stages:
@@ -395,9 +421,10 @@ class Pipeline:
         library, metrics = run_bld(parent, library, dm, mode=mode, token_budget=budget,
                                    ckpt_dir=self.run.stage_dir("bld") / f"ckpt-{h}",
                                    trainer_kwargs=self.trainer_kwargs("[bld]"), **cfg)
-        library.save(self.run.path("bld/lib"))
-        self.run.write_json("bld/bld.json", metrics)
-        shutil.rmtree(self.run.path(f"bld/ckpt-{h}"), ignore_errors=True)  # the library is saved; free the disk
+        if self.is_main:  # every rank holds the same trained library
+            library.save(self.run.path("bld/lib"))
+            self.run.write_json("bld/bld.json", metrics)
+            shutil.rmtree(self.run.path(f"bld/ckpt-{h}"), ignore_errors=True)  # the library is saved; free the disk
         return {}
 
     def candidates(self, library: Any) -> list[Candidate]:
@@ -622,6 +649,8 @@ class Pipeline:
             metrics = run_gkd(student, parent, self.datamodule(), token_budget=budget, ckpt_dir=ckpt_dir,
                               checkpoint_every=every, seed=self.config["seed"],
                               trainer_kwargs=self.trainer_kwargs(f"[gkd] {name}"), **cfg)
+            if not self.is_main:  # every rank holds the same trained child; rank 0 saves it
+                continue
             with self.run.atomic_dir(f"gkd/{name}") as tmp:
                 student.cpu().save_pretrained(tmp)
                 (tmp / "gkd.json").write_text(json.dumps({"child_key": key, **metrics}, indent=2))
