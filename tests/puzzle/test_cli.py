@@ -86,6 +86,16 @@ def test_stage_before_its_inputs(measured_run, tmp_path, capsys, tiny_parent, ti
     _fails(capsys, ["gkd", "--config", cfg, "--run-dir", str(measured_run)], "needs stage 'realize'")
 
 
+def test_other_thread_count_than_the_measurement(measured_run, tmp_path, capsys, tiny_parent, tiny_run_config):
+    cfg = _write(tmp_path / "c.json", tiny_run_config(tiny_parent))
+    measured = torch.get_num_threads()  # measured_run measured with this count
+    try:
+        _fails(capsys, ["search", "--config", cfg, "--run-dir", str(measured_run), "--threads", str(measured + 1)],
+               "needs stage 'measure'", f"measured with {measured} CPU threads", f"pass --threads {measured}")
+    finally:
+        torch.set_num_threads(measured)
+
+
 def test_run_folder_of_another_parent(measured_run, tmp_path, capsys, make_tiny_parent, tiny_run_config):
     other = make_tiny_parent(tmp_path / "other", seed=3, layers=2)
     cfg = _write(tmp_path / "c.json", tiny_run_config(other))

@@ -335,14 +335,15 @@ class Pipeline:
         return self.parent_config.parent_block_config()
 
     # -- stage bookkeeping -----------------------------------------------------------------------------------------
-    def inputs(self, stage: str) -> dict[str, Any]:
-        """Everything `stage`'s artifacts depend on (hashed into its manifest entry)."""
+    def inputs(self, stage: str, threads: int | None = None) -> dict[str, Any]:
+        """Everything `stage`'s artifacts depend on (hashed into its manifest entry); `threads` stands in for this
+        process's CPU thread count."""
         out: dict[str, Any] = {"parent": self.fingerprint, "config": self.stage_config(stage),
                                "upstream": {s: self.inputs_hash(s) for s in STAGE_INPUTS[stage]}}
         if stage == "measure":  # timings belong to the hardware and, on a CPU, to the thread count
             out["device"] = device_name(self.device)
             if self.device.type == "cpu":
-                out["threads"] = torch.get_num_threads()
+                out["threads"] = threads or torch.get_num_threads()
         return out
 
     def inputs_hash(self, stage: str) -> str:
@@ -360,7 +361,20 @@ class Pipeline:
         for up in STAGE_INPUTS[stage]:
             if not self.run.is_done(up, self.inputs_hash(up)):
                 raise StageNotReadyError(f"stage {stage!r} needs stage {up!r} done for this config; "
-                                         f"run `puzzle {up}` (or `puzzle run`) first")
+                                         f"run `puzzle {up}` (or `puzzle run`) first{self._threads_hint()}")
+
+    def _threads_hint(self) -> str:
+        """Why a finished run looks undone from here when only the CPU thread count differs from its measure
+        stage's (that count is in measure's hash, so in every later stage's)."""
+        entry = self.run.stage_entry("measure")
+        now = torch.get_num_threads()
+        if entry is None or self.device.type != "cpu" or self.run.is_done("measure", self.inputs_hash("measure")):
+            return ""
+        for n in range(1, max(os.cpu_count() or 1, now) + 1):
+            if config_hash(self.inputs("measure", threads=n)) == entry["inputs_hash"]:
+                return (f" (this run folder's costs were measured with {n} CPU threads and this process has {now}: "
+                        f"pass --threads {n}, or measure again with {now})")
+        return ""
 
     def run_stage(self, stage: str) -> str:
         if stage not in STAGES:
