@@ -283,7 +283,7 @@ def test_config_extends_a_base_file(tmp_path):
 def test_shipped_configs_load():
     configs = Path(__file__).resolve().parents[2] / "packages" / "puzzle" / "configs"
     loaded = {path.stem: load_config(path) for path in sorted(configs.glob("*.yaml"))}
-    assert {"quick", "cpu", "full", "cpu-long"} <= set(loaded)
+    assert {"quick", "cpu", "full", "cpu-long", "cpu-long-prompt"} <= set(loaded)
     # cpu-long is the cpu profile's 1.5x point with a finer FFN grid, more scoring tokens and a larger GKD budget
     same = ("library", "bld", "scenario", "measure", "data", "seed")
     assert all(loaded["cpu-long"][k] == loaded["cpu"][k] for k in same)
@@ -294,6 +294,11 @@ def test_shipped_configs_load():
     assert {k: v for k, v in long_space.items() if k != "ffn_fractions"} == {
         k: v for k, v in cpu_space.items() if k != "ffn_fractions"}
     assert loaded["cpu-long"]["gkd"]["token_budget"] > loaded["cpu"]["gkd"]["token_budget"]
+    # cpu-long-prompt changes only the deployment, so a copy of a cpu-long run folder keeps its library, BLD and scores
+    prompt = loaded["cpu-long-prompt"]
+    assert {k: v for k, v in prompt.items() if k != "scenario"} == {
+        k: v for k, v in loaded["cpu-long"].items() if k != "scenario"}
+    assert prompt["scenario"]["prefill"] > loaded["cpu-long"]["scenario"]["prefill"]
 
 
 def test_datamodule_split_budget_and_token_cache(tmp_path, tiny_parent, austen_texts, monkeypatch):
