@@ -56,7 +56,9 @@ def main() -> None:
                 f"KL {r['kl']:.4f}  ppl {r['perplexity']:.2f}")
         if args.time:
             line += f"  {r['measured_tokens_per_s']:.1f} tokens/s  speed-up {r['speedup']:.3f}"
-            line += f"  pred/meas vs parent {r['predicted_over_measured_vs_parent']:.3f}"
+            # a child realised by an earlier search of the run folder has no prediction in the current one
+            if "predicted_over_measured_vs_parent" in r:
+                line += f"  pred/meas vs parent {r['predicted_over_measured_vs_parent']:.3f}"
         print(line)
 
 
