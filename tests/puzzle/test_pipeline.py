@@ -283,7 +283,7 @@ def test_config_extends_a_base_file(tmp_path):
 def test_shipped_configs_load():
     configs = Path(__file__).resolve().parents[2] / "packages" / "puzzle" / "configs"
     loaded = {path.stem: load_config(path) for path in sorted(configs.glob("*.yaml"))}
-    assert {"quick", "cpu", "full", "cpu-long", "cpu-long-prompt"} <= set(loaded)
+    assert {"quick", "cpu", "full", "cpu-long", "cpu-long-prompt", "cpu-long-coupled"} <= set(loaded)
     # cpu-long is the cpu profile's 1.5x point with a finer FFN grid, more scoring tokens and a larger GKD budget
     same = ("library", "bld", "scenario", "measure", "data", "seed")
     assert all(loaded["cpu-long"][k] == loaded["cpu"][k] for k in same)
@@ -299,6 +299,12 @@ def test_shipped_configs_load():
     assert {k: v for k, v in prompt.items() if k != "scenario"} == {
         k: v for k, v in loaded["cpu-long"].items() if k != "scenario"}
     assert prompt["scenario"]["prefill"] > loaded["cpu-long"]["scenario"]["prefill"]
+    # cpu-long-coupled changes only the BLD mode and the space (a subset of cpu-long's)
+    coupled = loaded["cpu-long-coupled"]
+    assert coupled["bld"] == {**loaded["cpu-long"]["bld"], "mode": "coupled"}
+    assert {k: v for k, v in coupled.items() if k not in ("bld", "search_space")} == {
+        k: v for k, v in loaded["cpu-long"].items() if k not in ("bld", "search_space")}
+    assert set(coupled["search_space"]["ffn_fractions"]) < set(long_space["ffn_fractions"])
 
 
 def test_datamodule_split_budget_and_token_cache(tmp_path, tiny_parent, austen_texts, monkeypatch):
