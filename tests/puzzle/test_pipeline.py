@@ -250,6 +250,15 @@ def test_config_validation():
     assert parse_target(250) == ("250tps", 250.0, False)
 
 
+def test_trainer_precision_auto_resolves_for_the_device(tmp_path, tiny_parent, tiny_run_config, monkeypatch):
+    config = load_config(tiny_run_config(tiny_parent, trainer={"accelerator": "cpu", "precision": "auto"}))
+    for amx, precision in ((True, "bf16-mixed"), (False, "32-true")):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx, raising=False)
+        assert Pipeline(config, tmp_path, progress=False).trainer_kwargs()["precision"] == precision
+    explicit = load_config(tiny_run_config(tiny_parent, trainer={"accelerator": "cpu", "precision": "bf16-mixed"}))
+    assert Pipeline(explicit, tmp_path, progress=False).trainer_kwargs()["precision"] == "bf16-mixed"
+
+
 def test_run_config_path_prefers_the_given_config_then_the_run_folders(tmp_path):
     with pytest.raises(ConfigError, match="has no config.json: give --config"):
         run_config_path(tmp_path)

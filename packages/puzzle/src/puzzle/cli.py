@@ -56,7 +56,9 @@ def _common(p: argparse.ArgumentParser, *, config_required: bool) -> None:
     g.add_argument("--devices", type=_devices, default=None, help="Lightning devices (auto, a count, or 0,1)")
     g.add_argument("--strategy", default=None, help="Lightning strategy (auto|ddp|fsdp|...)")
     g.add_argument("--num-nodes", type=int, default=None, help="Lightning number of nodes")
-    g.add_argument("--precision", default=None, help="Lightning precision (32-true|bf16-mixed|...)")
+    g.add_argument("--precision", default=None,
+                   help="Lightning precision (32-true|bf16-mixed|...), or auto: bf16-mixed on a bf16 GPU or an AMX CPU, "
+                        "32-true elsewhere")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-from benchmarks.yardstick import device_name, select_device
+from benchmarks.yardstick import device_name, select_device, training_precision
 from puzzle.block_config import AttentionConfig, BlockConfig, FFNConfig
 from puzzle.costs import CostTable, Scenario, build_cost_table
 from puzzle.data import AustenDataModule
@@ -314,6 +314,8 @@ class Pipeline:
     def trainer_kwargs(self, progress_prefix: str | None = None) -> dict[str, Any]:
         """Lightning Trainer settings; without progress bars, log lines of progress headed `progress_prefix`."""
         kwargs: dict[str, Any] = {k: v for k, v in self.config["trainer"].items() if v is not None}
+        if kwargs.get("precision") == "auto":
+            kwargs["precision"] = training_precision(str(kwargs.get("accelerator", "auto")))
         if not self.progress:
             from puzzle.progress_log import LogProgress
 
