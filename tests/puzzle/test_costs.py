@@ -1,4 +1,4 @@
-"""Measured subblock costs: positive times, free no-ops, the memory formula, and the whole-model generation loop."""
+"""Measured block costs: positive times, free no-ops, the memory formula, and the whole-model generation loop."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from puzzle.costs import (
     Scenario,
     build_cost_table,
     kv_cache_bytes,
-    measure_variants,
+    measure_blocks,
 )
 from puzzle.modeling_decilm import build_attention_block, build_ffn_block
 from puzzle.parent import load_parent
@@ -41,33 +41,66 @@ def test_kv_memory_formula():
     assert kv_cache_bytes(Scenario(batch=1, prefill=3, decode=1, dtype="bfloat16"), 1, 8) == 4 * 1 * 2 * 1 * 8 * 2
 
 
-def test_subblock_costs_measured_in_probe_models(parent):
-    built = []  # every probe gets the variant in all L layers, each with its own layer index (its KV-cache slot)
+def test_block_costs_measured_in_probe_models(parent):
+    built = []  # every probe gets the block in all L layers, each attention with its own layer index (KV-cache slot)
 
     def build_attention(config, i, variant):
-        built.append((variant.name, i))
+        if not variant.no_op:
+            built.append((variant.name, i))
         return build_attention_block(config, i, variant)
 
-    attn, ffn, skeleton, measured = measure_variants(
-        parent,
-        [AttentionConfig.gqa(2, 4), AttentionConfig.gqa(1, 4), AttentionConfig(replace_with_linear=True),
-         AttentionConfig(no_op=True)],
-        [FFNConfig.of_size(128, 64), FFNConfig(no_op=True)], SCENARIO,
-        build_attention=build_attention, build_ffn=build_ffn_block, device=CPU, warmup=1, iters=3, progress=False)
-    assert built == [(name, i) for name in ("gqa_kv2", "gqa_kv1", "linear") for i in range(4)]
-    kv2, kv1, linear = attn["gqa_kv2"], attn["gqa_kv1"], attn["linear"]
-    for c in (kv2, kv1, ffn["ffn_128"]):
-        assert c["decode_ms"] > 0 and c["prefill_ms"] > 0  # a real subblock in 4 layers is not free
-    for c in (kv2, kv1, linear, ffn["ffn_128"]):
-        assert c["runtime_ms"] == pytest.approx(c["prefill_ms"] + SCENARIO.decode * c["decode_ms"])
-    params_kv2 = 64 * 64 * 2 + 64 * 32 * 2 + 64  # q, o, k, v + RMSNorm
-    assert kv2["params"] == params_kv2 and kv1["params"] < kv2["params"]
-    assert kv2["memory_mib"] * 2**20 == params_kv2 * 4 + kv_cache_bytes(SCENARIO, 2, 16)
-    assert linear["memory_mib"] * 2**20 == linear["params"] * 4  # no KV cache
-    assert ffn["ffn_128"]["params"] == 3 * 64 * 128 + 64
-    assert all(v == 0 for v in attn["no_op"].values()) and all(v == 0 for v in ffn["no_op"].values())
+    pa = parent.config.parent_block_config()
+    attention = [AttentionConfig.gqa(2, 4), AttentionConfig.gqa(1, 4), AttentionConfig(replace_with_linear=True),
+                 AttentionConfig(no_op=True)]
+    assert attention[0] == pa.attention
+    times, skeleton, measured, probed = measure_blocks(
+        parent, attention, [FFNConfig.of_size(128, 64), FFNConfig(no_op=True)], SCENARIO,
+        build_attention=build_attention, build_ffn=build_ffn_block, device=CPU, probes="blocks", warmup=1, iters=3,
+        progress=False)
+    assert probed == times
+    # the parent's block is the parent itself and no_op+no_op is free: six probes, one per other block
+    probed = ["gqa_kv2", "gqa_kv1", "gqa_kv1", "linear", "linear"]  # +no_op, +ffn_128, +no_op, +ffn_128, +no_op
+    assert built == [(name, i) for name in probed for i in range(4)]
+    assert set(times) == {f"{a.name}+{f}" for a in attention for f in ("ffn_128", "no_op")}
+    for name in ("gqa_kv2+ffn_128", "gqa_kv1+ffn_128", "gqa_kv2+no_op", "no_op+ffn_128"):
+        assert times[name]["decode_ms"] > 0 and times[name]["prefill_ms"] > 0  # a real block in 4 layers is not free
+    for t in times.values():
+        assert t["runtime_ms"] == pytest.approx(t["prefill_ms"] + SCENARIO.decode * t["decode_ms"])
+    assert all(v == 0 for v in times["no_op+no_op"].values())
+    # the parent = skeleton + L x its block
+    assert skeleton["runtime_ms"] + 4 * times["gqa_kv2+ffn_128"]["runtime_ms"] == pytest.approx(
+        measured["runtime_ms"])
     assert 0 < skeleton["runtime_ms"] < measured["runtime_ms"]
     assert skeleton["tokens_per_s"] == pytest.approx(SCENARIO.tokens_per_s(skeleton["runtime_ms"]))
+
+
+def test_subblock_probes_add_up_to_blocks(parent):
+    built = []
+
+    def build_attention(config, i, variant):
+        if not variant.no_op:
+            built.append(variant.name)
+        return build_attention_block(config, i, variant)
+
+    attention = [AttentionConfig.gqa(2, 4), AttentionConfig(replace_with_linear=True)]  # no no-op in this space
+    ffn = [FFNConfig.of_size(128, 64), FFNConfig.of_size(64, 64)]
+    times, skeleton, measured, probed = measure_blocks(
+        parent, attention, ffn, SCENARIO, build_attention=build_attention, build_ffn=build_ffn_block, device=CPU,
+        warmup=1, iters=3, progress=False)
+    # one probe per subblock with the other slot a no-op (the parent's attention too: it needs its lone time)
+    assert set(probed) == {"gqa_kv2+no_op", "linear+no_op", "no_op+ffn_128", "no_op+ffn_64"}
+    assert built == ["gqa_kv2"] * 4 + ["linear"] * 4
+    assert set(times) == {f"{a}+{f}" for a in ("gqa_kv2", "linear") for f in ("ffn_128", "ffn_64")}
+    # the overhead per subblock makes the parent exact; every block is its two subblocks + twice that overhead
+    over = (measured["runtime_ms"] - skeleton["runtime_ms"] - 4 * (probed["gqa_kv2+no_op"]["runtime_ms"]
+                                                                   + probed["no_op+ffn_128"]["runtime_ms"])) / 8
+    assert skeleton["runtime_ms"] + 4 * times["gqa_kv2+ffn_128"]["runtime_ms"] == pytest.approx(
+        measured["runtime_ms"])
+    assert times["linear+ffn_64"]["runtime_ms"] == pytest.approx(
+        probed["linear+no_op"]["runtime_ms"] + probed["no_op+ffn_64"]["runtime_ms"] + 2 * over)
+    with pytest.raises(ValueError, match="probes must be one of"):
+        measure_blocks(parent, attention, ffn, SCENARIO, build_attention=build_attention, build_ffn=build_ffn_block,
+                       device=CPU, probes="layers")
 
 
 def test_greedy_generator_matches_recomputation(parent):
@@ -83,24 +116,44 @@ def test_greedy_generator_matches_recomputation(parent):
     assert torch.equal(tokens, ids[:, SCENARIO.prefill:])
 
 
-def test_cost_table_calibration_and_prediction(parent):
+def test_cost_table_sizes_and_prediction(parent):
     pa = parent.config.parent_block_config()
-    attn = [pa.attention, AttentionConfig(no_op=True)]
+    attn = [pa.attention, AttentionConfig(replace_with_linear=True), AttentionConfig(no_op=True)]
     ffn = [pa.ffn, FFNConfig.of_size(64, 64), FFNConfig(no_op=True)]
     table = build_cost_table(parent, attn, ffn, SCENARIO,
                              build_attention=build_attention_block, build_ffn=build_ffn_block, device=CPU,
-                             warmup=1, iters=3, progress=False)
-    assert set(table.attention) == {"gqa_kv2", "no_op"} and set(table.ffn) == {"ffn_128", "ffn_64", "no_op"}
-    assert table.ffn["no_op"]["runtime_ms"] == 0 and table.nonblock["runtime_ms"] > 0
+                             probes="blocks", warmup=1, iters=3, progress=False)
+    assert set(table.attention) == {"gqa_kv2", "linear", "no_op"} and set(table.ffn) == {"ffn_128", "ffn_64", "no_op"}
+    assert len(table.blocks) == 9 and table.nonblock["runtime_ms"] > 0
+    params_kv2 = 64 * 64 * 2 + 64 * 32 * 2 + 64  # q, o, k, v + RMSNorm
+    assert table.attention["gqa_kv2"]["params"] == params_kv2
+    assert table.attention["gqa_kv2"]["memory_mib"] * 2**20 == params_kv2 * 4 + kv_cache_bytes(SCENARIO, 2, 16)
+    assert table.attention["linear"]["memory_mib"] * 2**20 == table.attention["linear"]["params"] * 4  # no cache
+    assert table.ffn["ffn_64"]["params"] == 3 * 64 * 64 + 64
+    assert table.ffn["no_op"] == {"params": 0, "memory_mib": 0.0}
+    # a block's size is its subblocks' sum; its time is its own measurement
+    block = table.block("linear", "ffn_64")
+    assert block["params"] == table.attention["linear"]["params"] + table.ffn["ffn_64"]["params"]
+    assert block["runtime_ms"] == table.blocks["linear+ffn_64"]["runtime_ms"]
+    # how far from additive: every block with both subblocks is compared with its two lone probes
+    assert set(table.calibration["additivity"]) == {"gqa_kv2+ffn_128", "gqa_kv2+ffn_64", "linear+ffn_128",
+                                                    "linear+ffn_64"}
+    assert table.calibration["additivity"]["gqa_kv2+ffn_128"] > 0
+    # the skeleton is the fixed runtime; the parent's blocks predict the measured parent exactly
     measured = table.calibration["parent_measured"]
-    # the skeleton (every block a no-op) is the fixed runtime; the per-subblock overhead closes the gap between the
-    # sum of parts and the measured parent exactly
     assert table.fixed()["runtime_ms"] == table.skeleton["runtime_ms"] > 0
     assert table.predict([("no_op", "no_op")] * 4)["runtime_ms"] == pytest.approx(table.skeleton["runtime_ms"])
-    assert table.predict([(pa.attention.name, pa.ffn.name)] * 4)["runtime_ms"] == pytest.approx(
-        measured["runtime_ms"])
-    cheaper = table.predict([(pa.attention.name, "no_op")] * 4)
-    assert cheaper["runtime_ms"] < measured["runtime_ms"] and cheaper["params"] < table.predict(
-        [(pa.attention.name, pa.ffn.name)] * 4)["params"]
-    assert CostTable.from_dict(table.to_dict()).predict([("no_op", "no_op")] * 4) == table.predict(
-        [("no_op", "no_op")] * 4)
+    full = table.predict([(pa.attention.name, pa.ffn.name)] * 4)
+    assert full["runtime_ms"] == pytest.approx(measured["runtime_ms"])
+    mixed = [("linear", "ffn_64"), ("no_op", pa.ffn.name), (pa.attention.name, "no_op"), ("no_op", "no_op")]
+    expected = table.skeleton["runtime_ms"] + sum(table.blocks[f"{a}+{f}"]["runtime_ms"] for a, f in mixed)
+    assert table.predict(mixed)["runtime_ms"] == pytest.approx(expected)
+    assert table.predict(mixed)["params"] < full["params"]
+    assert CostTable.from_dict(table.to_dict()).predict(mixed) == table.predict(mixed)
+
+
+def test_costs_of_the_subblock_cost_model_are_refused():
+    old = {"scenario": SCENARIO.to_dict(), "device": "cpu", "attention": {}, "ffn": {}, "nonblock": {},
+           "skeleton": {}, "overhead_per_subblock": {}, "calibration": {}}
+    with pytest.raises(ValueError, match="measure stage again"):
+        CostTable.from_dict(old)

@@ -4,7 +4,7 @@ Runs whose `evaluate` stage timed the models in the training process (before it 
 here: on the 2-core VM this repo was built on, one child measured 1.34x there and 1.48-1.53x in a fresh process
 (SmolLM2, configs/cpu.yaml). The script also re-measures the costs and compares two cost models, relative to the
 parent measured in the same window:
-    probes   the pipeline's cost model (costs.build_cost_table: each variant in a skeleton probe)
+    probes   the pipeline's cost model (costs.build_cost_table: each block in a skeleton probe)
     swaps    the parent with one variant in every layer's attention (or FFN) slot; a child's runtime is the parent's
              plus the sum of its layers' measured differences (the working set stays parent-sized)
 

@@ -1,23 +1,27 @@
-"""Measured costs of every subblock variant for one deployment scenario (never analytic).
+"""Measured costs of every block of a search space for one deployment scenario (never analytic).
 
 Scenario = (batch B, prefill length P, decode length D, dtype). Every time below is a measured whole generation
 (`measure_generations`: prefill + greedy decode with the KV cache, through `benchmarks.yardstick.time_fn`, medians;
-each probe interleaved with the skeleton and the parent and rescaled to the parent's median, see `measure_variants`):
+each probe interleaved with the skeleton and the parent and rescaled to the parent's median, see `measure_blocks`):
 
     skeleton        the parent with every block a no-op: embeddings, LM head, per-forward work, empty layers --
                     the fixed runtime of every child
-    a variant       (probe - skeleton) / L, where the probe is the skeleton with that variant in every layer's
-                    attention (or FFN) slot: prefill_ms, decode_ms (per token, averaged over the decode, so
-                    attention's cost growing with the cache is in it), runtime_ms = prefill_ms + D * decode_ms
-    overhead        (parent - skeleton - L * (parent attention + parent FFN)) / (2 L), added to every non-no-op
-                    subblock: what an attention and an FFN in one layer cost beyond their probes
-Per variant also: params and memory_mib = weights + KV cache, KV = (P + D) * B * 2 * n_kv * head_dim * bytes.
-A no-op costs 0 on every axis. Every layer's variant of the same config has the same shape, so each distinct variant
-is measured once. The non-block part (token embedding, final norm, LM head on the last position, argmax) is also
-timed alone (`measure_nonblock`); its parameters and memory are every child's fixed weights.
+    a probe         the skeleton with one block in every layer; that block's time = (probe - skeleton) / L:
+                    prefill_ms, decode_ms (per token, averaged over the decode, so attention's cost growing with
+                    the cache is in it), runtime_ms = prefill_ms + D * decode_ms. The parent's block is
+                    (parent - skeleton) / L; the all-no-op block is free.
+    probes          "subblocks" (default): one probe per subblock variant with the other slot a no-op, and a block
+                    = its two subblocks + an overhead per non-no-op subblock, (parent - skeleton - L * (parent
+                    attention + parent FFN)) / 2L, what an attention and an FFN in one layer cost beyond their
+                    probes (`additive_times`); "blocks": every block of the space in its own probe, |A| x |F| probes
+                    instead of |A| + |F|, no additivity assumed. scripts/cost_model_check.py compares the two.
+Per subblock variant: params and memory_mib = weights + KV cache, KV = (P + D) * B * 2 * n_kv * head_dim * bytes; a
+block's are the sums of its two subblocks'. Every layer's block of the same config has the same shape, so each
+distinct block is measured once. The non-block part (token embedding, final norm, LM head on the last position,
+argmax) is also timed alone (`measure_nonblock`); its parameters and memory are every child's fixed weights.
 
-A child's predicted runtime = skeleton + sum over its non-no-op subblocks of (variant time + overhead); the pipeline
-checks it against the child's measured generation (predicted / measured; the target is within 10%).
+A child's predicted runtime = skeleton + the sum of its layers' block times; the pipeline checks it against the
+child's measured generation (predicted / measured; the target is within 10%).
 Why probes and not one module timed alone: alone, even as L copies back to back, part of a small variant's weights
 stayed in the CPU cache, and children made of small variants ran 5-12% slower than predicted (SmolLM2, 2-core Xeon).
 """
@@ -89,9 +93,6 @@ def _weights_bytes(module: nn.Module) -> int:
 def _record(scenario: Scenario, prefill_ms: float, decode_ms: float, params: int, memory_bytes: int) -> dict:
     return {"prefill_ms": prefill_ms, "decode_ms": decode_ms, "runtime_ms": scenario.runtime_ms(prefill_ms, decode_ms),
             "params": params, "memory_mib": memory_bytes / 2**20}
-
-
-NO_OP_COST = {"prefill_ms": 0.0, "decode_ms": 0.0, "runtime_ms": 0.0, "params": 0, "memory_mib": 0.0}
 
 
 def _accepts(fn: Callable, name: str) -> bool:
@@ -166,7 +167,8 @@ class GreedyGenerator:
 @torch.inference_mode()
 def measure_generations(models: Mapping[str, nn.Module], scenario: Scenario, *, device: torch.device,
                         warmup: int = 1, iters: int = 5) -> dict[str, dict]:
-    """Measured prefill and full generation of several models: runtime_ms, prefill_ms, decode_ms (per token), tokens/s.
+    """Measured prefill and full generation of several models: runtime_ms, prefill_ms, decode_ms (per token), tokens/s
+    (medians over rounds), and rounds_ms (each round's full generation, to compare two models round by round).
 
     Interleaved: each of the `iters` rounds times every model once (medians over rounds), so a drift of the
     machine's speed hits all models alike -- on the shared 2-core VM this repo was built on, the same parent measured
@@ -188,7 +190,7 @@ def measure_generations(models: Mapping[str, nn.Module], scenario: Scenario, *, 
     for name in gens:
         p_ms, t_ms = 1000.0 * statistics.median(prefill[name]), 1000.0 * statistics.median(total[name])
         out[name] = {"prefill_ms": p_ms, "decode_ms": (t_ms - p_ms) / scenario.decode, "runtime_ms": t_ms,
-                     "tokens_per_s": scenario.tokens_per_s(t_ms)}
+                     "tokens_per_s": scenario.tokens_per_s(t_ms), "rounds_ms": [1000.0 * t for t in total[name]]}
     return out
 
 
@@ -199,28 +201,28 @@ def measure_generation(model: nn.Module, scenario: Scenario, *, device: torch.de
 
 
 # -- the cost table -----------------------------------------------------------------------------------------------
+def block_name(attention: str, ffn: str) -> str:
+    return f"{attention}+{ffn}"
+
+
 @dataclass
 class CostTable:
-    """Measured costs of each distinct variant for one scenario, plus the fixed part and the in-model overhead."""
+    """Measured costs of every (attention, FFN) block of a search space for one scenario, plus the fixed part."""
 
     scenario: Scenario
     device: str
-    attention: dict[str, dict]
-    ffn: dict[str, dict]
+    attention: dict[str, dict]  # per attention variant: params, memory_mib (weights + KV cache)
+    ffn: dict[str, dict]  # per FFN variant: params, memory_mib
+    blocks: dict[str, dict]  # per block "attention+ffn": one layer's prefill_ms, decode_ms, runtime_ms, params, memory
     nonblock: dict  # embeddings + final norm + LM head, measured alone (params, memory, times)
     skeleton: dict  # measured generation of the parent with every block a no-op: the fixed runtime of any child
-    overhead_per_subblock: dict  # prefill_ms, decode_ms, runtime_ms added to every non-no-op subblock
-    calibration: dict  # the parent's measured vs predicted runtime that set the overhead
+    calibration: dict  # the parent and skeleton as measured, and how far block times are from their subblocks' sums
 
     TIMES = ("prefill_ms", "decode_ms", "runtime_ms")
 
-    def subblock(self, kind: str, name: str) -> dict[str, float]:
-        """Costs of one subblock variant as it runs inside the model (a no-op stays 0)."""
-        cost = dict((self.attention if kind == "attention" else self.ffn)[name])
-        if name != "no_op":
-            for k in self.TIMES:
-                cost[k] += self.overhead_per_subblock[k]
-        return cost
+    def block(self, attention: str, ffn: str) -> dict[str, float]:
+        """Costs of one layer holding the block (attention variant, FFN variant) as it runs inside the model."""
+        return dict(self.blocks[block_name(attention, ffn)])
 
     def fixed(self) -> dict[str, float]:
         """Costs every child pays whatever its blocks: the skeleton's runtime, the non-block weights."""
@@ -231,9 +233,9 @@ class CostTable:
         """Predicted totals of a model given per layer (attention variant name, FFN variant name)."""
         total = self.fixed()
         for attn, ffn in blocks:
-            for cost in (self.subblock("attention", attn), self.subblock("ffn", ffn)):
-                for k in total:
-                    total[k] += cost[k]
+            cost = self.block(attn, ffn)
+            for k in total:
+                total[k] += cost[k]
         total["tokens_per_s"] = self.scenario.tokens_per_s(total["runtime_ms"])
         return total
 
@@ -244,6 +246,9 @@ class CostTable:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CostTable:
+        if "blocks" not in d:
+            raise ValueError("these costs were written by an older version (no per-block times); run the measure "
+                             "stage again (`puzzle measure`)")
         return cls(**{**d, "scenario": Scenario(**d["scenario"])})
 
 
@@ -258,31 +263,32 @@ def skeleton_of(model: nn.Module) -> nn.Module:
     return skeleton
 
 
-def _probe(skeleton: nn.Module, kind: str, variant: Any, build: Callable[..., nn.Module | None]) -> nn.Module:
-    """The skeleton with `variant` as every layer's attention (kind "attention") or FFN (kind "ffn")."""
-    from puzzle.block_config import AttentionConfig, BlockConfig, FFNConfig
-
+def _probe(skeleton: nn.Module, block: Any, build_attention: Callable[..., nn.Module | None],
+           build_ffn: Callable[..., nn.Module | None]) -> nn.Module:
+    """The skeleton with `block` (a BlockConfig) in every layer, each attention with its own layer index."""
     model = copy.deepcopy(skeleton)
     config = model.config
     for i in range(config.num_hidden_layers):
-        if kind == "attention":
-            model.replace_block(i, BlockConfig(variant, FFNConfig(no_op=True)), build(config, i, variant), None)
-        else:
-            model.replace_block(i, BlockConfig(AttentionConfig(no_op=True), variant), None, build(config, variant))
+        model.replace_block(i, block, build_attention(config, i, block.attention), build_ffn(config, block.ffn))
     return model
 
 
-def _module_record(scenario: Scenario, module: nn.Module, head_dim: int) -> dict:
-    """Params and memory (weights + KV cache when the module keeps one) of one subblock; times filled in later."""
+def _size(scenario: Scenario, module: nn.Module | None, head_dim: int) -> dict[str, float]:
+    """Params and memory (weights + KV cache when the module keeps one) of one subblock; a no-op (None) is free."""
+    if module is None:
+        return {"params": 0, "memory_mib": 0.0}
     has_cache = getattr(module, "has_kv_cache", False)
     kv = kv_cache_bytes(scenario, module.self_attn.num_key_value_heads, head_dim) if has_cache else 0
-    return _record(scenario, 0.0, 0.0, count_params(module), _weights_bytes(module) + kv)
+    return {"params": count_params(module), "memory_mib": (_weights_bytes(module) + kv) / 2**20}
 
 
 PHASES = ("prefill_ms", "decode_ms")
 
 
-def measure_variants(
+PROBES = ("subblocks", "blocks")  # what the measure stage puts in its probes (config measure.probes)
+
+
+def measure_blocks(
     parent: nn.Module,
     attention_variants: Sequence[Any],
     ffn_variants: Sequence[Any],
@@ -291,52 +297,53 @@ def measure_variants(
     build_attention: Callable[[Any, int, Any], nn.Module | None],
     build_ffn: Callable[[Any, Any], nn.Module | None],
     device: torch.device,
+    probes: str = "subblocks",
     warmup: int = 1,
     iters: int = 5,
     progress: bool = True,
-) -> tuple[dict[str, dict], dict[str, dict], dict[str, float], dict[str, float]]:
-    """Each distinct attention / FFN variant timed inside a probe model: (attention, ffn, skeleton, parent) costs.
+) -> tuple[dict[str, dict], dict[str, float], dict[str, float], dict[str, dict]]:
+    """Times of every (attention, FFN) block of the space: (block times, skeleton, parent, probe times).
 
-    A variant's time = (probe - skeleton) / L, where the probe is the skeleton (every block a no-op) with the variant
-    in every layer's attention or FFN slot: the subblock runs as in a child, its weights streaming from memory between
-    the other layers' and the LM head's, with the layer dispatch and residual add it brings. Timing one module alone,
-    even as L copies back to back, kept part of a small variant's weights in the CPU cache: children of small variants
-    then ran 5-12% slower than predicted (SmolLM2). Each probe is timed interleaved with the skeleton and the parent,
-    and scaled by the parent's median over all probes / its time in that run, so a drift of the machine's speed
-    between probes cancels. A difference below 0 (timing noise on a near-free variant) is recorded as 0.
+    A probe is the skeleton (every block a no-op) with one block in every layer; that block's time = (probe -
+    skeleton) / L: it runs as in a child, its weights streaming from memory between the other layers' and the LM
+    head's, with the layer dispatch and residual adds it brings. The parent's own block is (parent - skeleton) / L;
+    the all-no-op block is free.
+    probes="subblocks": one probe per subblock variant, with the other slot a no-op (|A| + |F| probes), and a block's
+    time is its subblocks' sum plus a per-subblock overhead (`additive_times`). probes="blocks": every block of the
+    space in its own probe (|A| x |F| probes), no additivity assumed.
+    Each probe is timed interleaved with the skeleton and the parent, and scaled by the parent's median over all
+    probes / its time in that run, so a drift of the machine's speed between probes cancels. A difference below 0
+    (noise on a near-free block) is recorded as 0.
     """
+    from puzzle.block_config import AttentionConfig, BlockConfig, FFNConfig
+
+    if probes not in PROBES:
+        raise ValueError(f"probes must be one of {PROBES}, got {probes!r}")
     config = parent.config
     L = config.num_hidden_layers
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    pa = config.parent_block_config()
     parent = parent.to(device=device, dtype=scenario.torch_dtype).eval()
     skeleton = skeleton_of(parent)
-    tables: dict[str, dict[str, dict]] = {"attention": {}, "ffn": {}}
-    runs: dict[tuple[str, str], dict[str, dict]] = {}
+    space = {b.name: b for b in (BlockConfig(a, f) for a in attention_variants for f in ffn_variants)}
+    if probes == "blocks":
+        probed = space
+    else:
+        no_attention, no_ffn = AttentionConfig(no_op=True), FFNConfig(no_op=True)
+        probed = {b.name: b for b in [BlockConfig(a, no_ffn) for a in attention_variants]
+                  + [BlockConfig(no_attention, f) for f in ffn_variants]}
+    runs: dict[str, dict[str, dict]] = {}
     torch.manual_seed(0)
-    items = [("attention", v) for v in attention_variants] + [("ffn", v) for v in ffn_variants]
-    for kind, variant in tqdm(items, desc="measuring subblocks", disable=not progress):
-        if variant.name in tables[kind]:
+    for name, block in tqdm(probed.items(), desc=f"measuring {probes}", disable=not progress):
+        if block == pa or (block.attention.no_op and block.ffn.no_op):
             continue
-        if variant.no_op:
-            tables[kind][variant.name] = dict(NO_OP_COST)
-            continue
-        probe = _probe(skeleton, kind, variant, build_attention if kind == "attention" else build_ffn)
-        layer = probe.model.layers[0]
-        tables[kind][variant.name] = _module_record(
-            scenario, layer.attn_block if kind == "attention" else layer.ffn_block, head_dim)
-        runs[kind, variant.name] = measure_generations({"skeleton": skeleton, "probe": probe, "parent": parent},
-                                                       scenario, device=device, warmup=warmup, iters=iters)
+        probe = _probe(skeleton, block, build_attention, build_ffn)
+        runs[name] = measure_generations({"skeleton": skeleton, "probe": probe, "parent": parent}, scenario,
+                                         device=device, warmup=warmup, iters=iters)
         del probe
-    if not runs:  # only no-ops: time the skeleton and the parent once
-        runs["", ""] = measure_generations({"skeleton": skeleton, "parent": parent}, scenario, device=device,
-                                           warmup=warmup, iters=iters)
+    if not runs:  # only the parent's block and no-ops: time the skeleton and the parent once
+        runs[""] = measure_generations({"skeleton": skeleton, "parent": parent}, scenario, device=device,
+                                       warmup=warmup, iters=iters)
     ref = {k: statistics.median(r["parent"][k] for r in runs.values()) for k in PHASES}
-    for (kind, name), r in runs.items():
-        if kind:
-            record = tables[kind][name]
-            for k in PHASES:
-                record[k] = max(0.0, (r["probe"][k] - r["skeleton"][k]) * ref[k] / r["parent"][k] / L)
-            record["runtime_ms"] = scenario.runtime_ms(record["prefill_ms"], record["decode_ms"])
 
     def scaled(model: str) -> dict[str, float]:
         out = {k: statistics.median(r[model][k] * ref[k] / r["parent"][k] for r in runs.values()) for k in PHASES}
@@ -344,7 +351,47 @@ def measure_variants(
         out["tokens_per_s"] = scenario.tokens_per_s(out["runtime_ms"])
         return out
 
-    return tables["attention"], tables["ffn"], scaled("skeleton"), scaled("parent")
+    skeleton_ms, parent_ms = scaled("skeleton"), scaled("parent")
+    measured: dict[str, dict[str, float]] = {}
+    for name, block in probed.items():
+        if block.attention.no_op and block.ffn.no_op:
+            t = {k: 0.0 for k in PHASES}
+        elif block == pa:
+            t = {k: max(0.0, (parent_ms[k] - skeleton_ms[k]) / L) for k in PHASES}
+        else:
+            r = runs[name]
+            t = {k: max(0.0, (r["probe"][k] - r["skeleton"][k]) * ref[k] / r["parent"][k] / L) for k in PHASES}
+        t["runtime_ms"] = scenario.runtime_ms(t["prefill_ms"], t["decode_ms"])
+        measured[name] = t
+    if probes == "blocks":
+        return measured, skeleton_ms, parent_ms, measured
+    times = additive_times(measured, list(space.values()), pa, parent_ms, skeleton_ms, L, scenario)
+    return times, skeleton_ms, parent_ms, measured
+
+
+def additive_times(lone: Mapping[str, dict], blocks: Sequence[Any], parent_block: Any, parent_ms: Mapping[str, float],
+                   skeleton_ms: Mapping[str, float], L: int, scenario: Scenario) -> dict[str, dict]:
+    """Block times from lone-subblock probe times (`lone`: "attention+no_op" and "no_op+ffn" entries).
+
+    A block = its attention alone + its FFN alone + an overhead per non-no-op subblock, the same for all:
+    (parent - skeleton - L * (parent attention + parent FFN)) / 2L, what an attention and an FFN in one layer cost
+    beyond their probes, so that the parent is predicted exactly.
+    """
+
+    def alone(attention: str, ffn: str, k: str) -> float:
+        return 0.0 if "no_op" == attention == ffn else lone[block_name(attention, ffn)][k]
+
+    pa, pf = parent_block.attention.name, parent_block.ffn.name
+    over = {k: (parent_ms[k] - skeleton_ms[k] - L * (alone(pa, "no_op", k) + alone("no_op", pf, k))) / (2 * L)
+            for k in PHASES}
+    times = {}
+    for b in blocks:
+        a, f = b.attention.name, b.ffn.name
+        t = {k: alone(a, "no_op", k) + alone("no_op", f, k) + over[k] * ((a != "no_op") + (f != "no_op"))
+             for k in PHASES}
+        t["runtime_ms"] = scenario.runtime_ms(t["prefill_ms"], t["decode_ms"])
+        times[b.name] = t
+    return times
 
 
 def build_cost_table(
@@ -356,31 +403,36 @@ def build_cost_table(
     build_attention: Callable[[Any, int, Any], nn.Module | None],
     build_ffn: Callable[[Any, Any], nn.Module | None],
     device: torch.device,
+    probes: str = "subblocks",
     warmup: int = 1,
     iters: int = 5,
     progress: bool = True,
 ) -> CostTable:
-    """Every variant timed in its probe (`measure_variants`), the skeleton, the parent and the non-block part.
+    """Every block's time (`measure_blocks`), the skeleton, the parent, the non-block part, and each subblock's params
+    and memory (a block's are the sums of its two subblocks').
 
-    overhead_per_subblock = (measured parent - skeleton - sum of the parent's subblocks) / (2 L): what an attention
-    and an FFN in the same layer cost beyond their probes (small; may be negative), so the parent is predicted
-    exactly. The parent's (attention, FFN) variant names are read from `parent.config.parent_block_config()`.
+    calibration: the parent and the skeleton as measured, the probes' own times ("probes"), and per block with both
+    subblocks whose lone probes were taken, "additivity" = its time / (its attention alone + its FFN alone): how
+    far the additive model is off for that block (1 = additive; with probes="subblocks", only the overhead).
     """
     config = parent.config
-    attention, ffn, skeleton, measured = measure_variants(
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    times, skeleton, measured, probed = measure_blocks(
         parent, attention_variants, ffn_variants, scenario, build_attention=build_attention, build_ffn=build_ffn,
-        device=device, warmup=warmup, iters=iters, progress=progress)
+        device=device, probes=probes, warmup=warmup, iters=iters, progress=progress)
     nonblock = measure_nonblock(parent, scenario, device=device, warmup=warmup, iters=iters)
-
-    pa = config.parent_block_config()
-    L = config.num_hidden_layers
-    zero = {"prefill_ms": 0.0, "decode_ms": 0.0, "runtime_ms": 0.0}
-    table = CostTable(scenario, str(device), attention, ffn, nonblock, skeleton, zero, {})
-    parts = table.predict([(pa.attention.name, pa.ffn.name)] * L)
-    over = {k: (measured[k] - parts[k]) / (2 * L) for k in PHASES}
-    over["runtime_ms"] = scenario.runtime_ms(over["prefill_ms"], over["decode_ms"])
-    table.overhead_per_subblock = over
-    table.calibration = {"parent_measured": measured, "skeleton_measured": skeleton,
-                         "parent_sum_of_parts": parts,
-                         "sum_of_parts_over_measured": parts["runtime_ms"] / measured["runtime_ms"]}
-    return table
+    attention = {v.name: _size(scenario, build_attention(config, 0, v), head_dim) for v in attention_variants}
+    ffn = {v.name: _size(scenario, build_ffn(config, v), head_dim) for v in ffn_variants}
+    blocks = {}
+    for name, t in times.items():
+        a, f = name.split("+")
+        blocks[name] = {**t, **{k: attention[a][k] + ffn[f][k] for k in ("params", "memory_mib")}}
+    additivity = {}
+    for name, t in times.items():
+        a, f = name.split("+")
+        lone = (probed.get(block_name(a, "no_op")), probed.get(block_name("no_op", f)))
+        if "no_op" not in (a, f) and None not in lone and lone[0]["runtime_ms"] + lone[1]["runtime_ms"] > 0:
+            additivity[name] = t["runtime_ms"] / (lone[0]["runtime_ms"] + lone[1]["runtime_ms"])
+    calibration = {"probes": probes, "parent_measured": measured, "skeleton_measured": skeleton,
+                   "probe_times": probed, "additivity": additivity}
+    return CostTable(scenario, str(device), attention, ffn, blocks, nonblock, skeleton, calibration)

@@ -1,6 +1,6 @@
 """The Puzzle pipeline: nine stages, each reading the artifacts of earlier ones from a run folder.
 
-    measure   per-subblock costs measured in probe models         measure/costs.json
+    measure   per-block costs from probe models                    measure/costs.json
     library   block library initialised from the parent            library/lib/            (BlockLibrary.save)
     bld       blockwise local distillation of every variant        bld/lib/, bld/bld.json
     score     replace-1-block KL/LM loss/agreement per candidate   score/blocks/*.json, score/scores.json,
@@ -47,7 +47,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from benchmarks.yardstick import device_name, select_device, training_precision
 from puzzle.block_config import AttentionConfig, BlockConfig, FFNConfig
-from puzzle.costs import CostTable, Scenario, build_cost_table
+from puzzle.costs import PROBES, CostTable, Scenario, build_cost_table
 from puzzle.data import AustenDataModule
 from puzzle.run_folder import RunFolder, config_hash
 from puzzle.scoring import Candidate, score_candidates
@@ -98,7 +98,9 @@ DEFAULTS: dict[str, Any] = {
     "bld": {"mode": "decoupled", "token_budget": 1_000_000, "lr": 1e-4},
     "score": {"tokens": 32768, "objective": "kl"},
     "scenario": {"batch": 1, "prefill": 128, "decode": 128, "dtype": "float32"},
-    "measure": {"warmup": 1, "iters": 5},  # per whole-generation timing (skeleton, each probe, parent)
+    # warmup, iters: per whole-generation timing (skeleton, each probe, parent); probes: "subblocks" (each subblock
+    # in its own probe, blocks added up) or "blocks" (each block of the space in its own probe; costs.py)
+    "measure": {"warmup": 1, "iters": 5, "probes": "subblocks"},
     "targets": ["1.5x"],
     # match_baselines: also solve the MIP at each baseline's predicted runtime ("puzzle-1.5x-at-shortgpt"): the
     # coarse baselines rarely land on the target, so this is the comparison at equal throughput
@@ -210,6 +212,8 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None, **override
         raise ConfigError("targets is empty: give at least one throughput target, e.g. ['1.5x'] or [250]")
     if config["bld"]["mode"] not in ("decoupled", "coupled"):
         raise ConfigError(f"bld.mode must be 'decoupled' or 'coupled', got {config['bld']['mode']!r}")
+    if config["measure"]["probes"] not in PROBES:
+        raise ConfigError(f"measure.probes must be one of {list(PROBES)}, got {config['measure']['probes']!r}")
     if config["score"]["objective"] not in OBJECTIVES:
         raise ConfigError(f"score.objective must be one of {sorted(OBJECTIVES)}, got {config['score']['objective']!r}")
     unknown = set(config["baselines"]) - {"uniform", "shortgpt"}
@@ -494,13 +498,13 @@ class Pipeline:
         mcfg = self.config["measure"]
         table = build_cost_table(parent, self.attention_variants(), self.ffn_variants(), self.scenario(),
                                  build_attention=build_attention_block, build_ffn=build_ffn_block,
-                                 device=self.device, warmup=mcfg["warmup"], iters=mcfg["iters"],
-                                 progress=self.progress)
+                                 device=self.device, probes=mcfg["probes"], warmup=mcfg["warmup"],
+                                 iters=mcfg["iters"], progress=self.progress)
         self.run.write_json("measure/costs.json", {**table.to_dict(), "device_name": device_name(self.device)})
-        ratio = table.calibration["sum_of_parts_over_measured"]
+        additivity = ", ".join(f"{name} {r:.3f}" for name, r in table.calibration["additivity"].items())
         self.log(f"[measure] parent {table.calibration['parent_measured']['tokens_per_s']:.1f} tokens/s measured; "
-                 f"skeleton (all blocks no-op) {table.skeleton['tokens_per_s']:.1f} tokens/s; sum of parts = {ratio:.3f} "
-                 f"x measured before the per-subblock overhead ({table.overhead_per_subblock['runtime_ms']:.3f} ms)")
+                 f"skeleton (all blocks no-op) {table.skeleton['tokens_per_s']:.1f} tokens/s; {len(table.blocks)} "
+                 f"blocks from {mcfg['probes']} probes; block time / its two subblocks' alone: {additivity or 'n/a'}")
         return {}
 
     def cost_table(self) -> CostTable:
@@ -734,10 +738,10 @@ def build_problem(scores: Mapping[str, Mapping[str, float]], table: CostTable, a
                   objective: str = "kl") -> SearchProblem:
     """SearchProblem with one row per layer and one column per (attention, FFN) block.
 
-    Costs of a block = attention variant + FFN variant (measured once per variant). Scores: coupled mode scores
-    every block; decoupled mode scores subblocks alone and a block's score is the sum of its two subblocks' scores
-    (each relative to the parent's own score, `scores["parent"]`), i.e. their effects are taken as additive. Unscored
-    candidates are NaN (unavailable to the MIP).
+    Costs of a block: from the measure stage (`costs.measure_blocks`), the same in every layer. Scores: coupled mode
+    scores every block; decoupled mode scores subblocks alone and a block's score is the sum of its two subblocks'
+    scores (each relative to the parent's own score, `scores["parent"]`), i.e. their effects are taken as additive.
+    Unscored candidates are NaN (unavailable to the MIP).
     """
     sense = OBJECTIVES[objective]
     blocks = [BlockConfig(a, f) for a in attention for f in ffn]
@@ -759,8 +763,8 @@ def build_problem(scores: Mapping[str, Mapping[str, float]], table: CostTable, a
                         m = scores.get(f"{i:03d}-{kind}-{sub.name}")
                         total += (m[objective] - base) if m else np.nan
                 score[i, j] = total
-    costs = {k: np.array([[table.subblock("attention", b.attention.name)[k] + table.subblock("ffn", b.ffn.name)[k]
-                           for b in blocks]] * num_layers) for k in ("runtime_ms", "memory_mib", "params")}
+    costs = {k: np.array([[table.block(b.attention.name, b.ffn.name)[k] for b in blocks]] * num_layers)
+             for k in ("runtime_ms", "memory_mib", "params")}
     fixed = table.fixed()
     return SearchProblem(names, score, costs, {k: fixed[k] for k in costs}, sense)
 
