@@ -4,7 +4,7 @@ Runs whose `evaluate` stage timed the models in the training process (before it 
 here: on the 2-core VM this repo was built on, one child measured 1.34x there and 1.48-1.53x in a fresh process
 (SmolLM2, configs/cpu.yaml). The script also re-measures the costs and compares two cost models, relative to the
 parent measured in the same window:
-    probes   the pipeline's cost model (costs.build_cost_table: each block in a skeleton probe)
+    probes   the pipeline's cost model (costs.build_cost_table, with the config's measure.probes)
     swaps    the parent with one variant in every layer's attention (or FFN) slot; a child's runtime is the parent's
              plus the sum of its layers' measured differences (the working set stays parent-sized)
 
@@ -68,7 +68,7 @@ def main() -> None:
     solutions = pipe.solutions()
     table = build_cost_table(parent, pipe.attention_variants(), pipe.ffn_variants(), scenario,
                              build_attention=build_attention_block, build_ffn=build_ffn_block, device=device,
-                             iters=args.iters, progress=False)
+                             probes=config["measure"]["probes"], iters=args.iters, progress=False)
     deltas = swap_deltas(parent, pipe, device, args.iters)
     children = {name: DeciLMForCausalLM.from_pretrained(args.run_dir / "gkd" / name) for name in solutions}
     measured = measure_generations({"parent": parent, **children}, scenario, device=device, warmup=2,
