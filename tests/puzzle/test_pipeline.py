@@ -34,6 +34,21 @@ def clean_run(tmp_path_factory, tiny_parent, tiny_run_config, austen_texts):
     return pipe
 
 
+@pytest.fixture
+def copy_of_clean_run(clean_run, tiny_parent, tiny_run_config, austen_texts, tmp_path):
+    """Factory: a Pipeline of the tiny config with `over` applied, on a copy of the clean run's folder."""
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(clean_run.run.root, root)
+
+    def make(log=lambda m: None, **over):
+        return Pipeline(load_config(tiny_run_config(tiny_parent, **over)), root, texts=austen_texts, progress=False,
+                        log=log)
+
+    return make
+
+
 def _artifacts(root, stages):
     return {rel: h for stage in stages for rel, h in RunFolder(root).stage_entry(stage)["artifacts"].items()}
 
@@ -124,27 +139,16 @@ def test_killed_run_resumes_with_the_same_artifacts(clean_run, tmp_path, tiny_pa
     assert _artifacts(tmp_path, DETERMINISTIC) == _artifacts(clean_run.run.root, DETERMINISTIC)
 
 
-def test_changed_config_reruns_only_downstream(clean_run, tiny_parent, tiny_run_config, austen_texts, tmp_path):
-    import shutil
-
-    root = tmp_path / "copy"
-    shutil.copytree(clean_run.run.root, root)
-    config = load_config(tiny_run_config(tiny_parent, gkd={"lr": 5e-4}))
-    pipe = Pipeline(config, root, texts=austen_texts, progress=False, log=lambda m: None)
+def test_changed_config_reruns_only_downstream(copy_of_clean_run):
+    pipe = copy_of_clean_run(gkd={"lr": 5e-4})
     redo = [s for s in STAGES if not pipe.run.is_done(s, pipe.inputs_hash(s))]
     assert redo == ["gkd", "evaluate", "export"]
     with pytest.raises(StageNotReadyError, match="gkd"):
         pipe.run_stage("evaluate")
 
 
-def test_block_probes_measure_again_and_search_on_them(clean_run, tiny_parent, tiny_run_config, austen_texts,
-                                                      tmp_path):
-    import shutil
-
-    root = tmp_path / "copy"
-    shutil.copytree(clean_run.run.root, root)
-    config = load_config(tiny_run_config(tiny_parent, measure={"probes": "blocks"}))
-    pipe = Pipeline(config, root, texts=austen_texts, progress=False, log=lambda m: None)
+def test_block_probes_measure_again_and_search_on_them(copy_of_clean_run):
+    pipe = copy_of_clean_run(measure={"probes": "blocks"})
     redo = [s for s in STAGES if not pipe.run.is_done(s, pipe.inputs_hash(s))]
     assert redo == ["measure", "search", "realize", "gkd", "evaluate", "export"]  # library, BLD, scores kept
     pipe.run_all(["measure", "search"])
@@ -157,16 +161,11 @@ def test_block_probes_measure_again_and_search_on_them(clean_run, tiny_parent, t
     assert problem.costs["runtime_ms"][1, j] == costs["blocks"]["linear+no_op"]["runtime_ms"]
 
 
-def test_changed_search_realises_and_distils_only_new_children(clean_run, tiny_parent, tiny_run_config,
-                                                                austen_texts, tmp_path):
-    import shutil
-
-    root = tmp_path / "copy"
-    shutil.copytree(clean_run.run.root, root)
+def test_changed_search_realises_and_distils_only_new_children(clean_run, copy_of_clean_run):
     before = clean_run.solutions()
     messages: list[str] = []
-    pipe = Pipeline(load_config(tiny_run_config(tiny_parent, targets=["1.3x", "1.5x"])), root, texts=austen_texts,
-                    progress=False, log=messages.append)
+    pipe = copy_of_clean_run(log=messages.append, targets=["1.3x", "1.5x"])
+    root = pipe.run.root
     pipe.run_all()
     after = pipe.solutions()
     changed = {name for name, rec in after.items() if before.get(name, {}).get("blocks") != rec["blocks"]}
@@ -179,14 +178,9 @@ def test_changed_search_realises_and_distils_only_new_children(clean_run, tiny_p
             file_hash(clean_run.run.path("gkd") / name / "model.safetensors")
 
 
-def test_gkd_of_some_children_then_of_the_rest(clean_run, tiny_parent, tiny_run_config, austen_texts, tmp_path):
-    import shutil
-
-    root = tmp_path / "copy"
-    shutil.copytree(clean_run.run.root, root)
+def test_gkd_of_some_children_then_of_the_rest(copy_of_clean_run):
     messages: list[str] = []
-    pipe = Pipeline(load_config(tiny_run_config(tiny_parent, gkd={"lr": 5e-4})), root, texts=austen_texts,
-                    progress=False, log=messages.append)
+    pipe = copy_of_clean_run(log=messages.append, gkd={"lr": 5e-4})
     names = list(pipe.solutions())
     pipe.distil(names[:1])
     trained = [m.split()[1].rstrip(":") for m in messages if re.match(r"\[gkd\] \S+: loss ", m)]
@@ -199,21 +193,16 @@ def test_gkd_of_some_children_then_of_the_rest(clean_run, tiny_parent, tiny_run_
         pipe.distil(["nope"])
 
 
-def test_excluded_blocks_leave_the_puzzle_children_and_not_the_baselines(clean_run, tiny_parent, tiny_run_config,
-                                                                          austen_texts, tmp_path):
-    import shutil
+def test_excluded_blocks_leave_the_puzzle_children_and_not_the_baselines(clean_run, copy_of_clean_run):
     from collections import Counter
 
-    root = tmp_path / "copy"
-    shutil.copytree(clean_run.run.root, root)
     before = clean_run.solutions()
     # a block the Puzzle children use (which one rides on timing noise), one a baseline uses too if there is such
     parent_block = clean_run.parent_block().name
     used = Counter(n for rec in before.values() if rec["method"] == "puzzle" for n in rec["names"] if n != parent_block)
     by_baselines = {n for rec in before.values() if rec["method"] != "puzzle" for n in rec["names"]}
     dropped = max(used, key=lambda n: (n in by_baselines, used[n]))
-    config = load_config(tiny_run_config(tiny_parent, search={"exclude_blocks": [dropped]}))
-    pipe = Pipeline(config, root, texts=austen_texts, progress=False, log=lambda m: None)
+    pipe = copy_of_clean_run(search={"exclude_blocks": [dropped]})
     pipe.run_stage("search")
     after = pipe.solutions()
     assert {rec["method"] for rec in after.values()} == {rec["method"] for rec in before.values()}
@@ -222,21 +211,14 @@ def test_excluded_blocks_leave_the_puzzle_children_and_not_the_baselines(clean_r
             assert dropped not in rec["names"], name
         else:
             assert rec["names"] == before[name]["names"]
-    bad = load_config(tiny_run_config(tiny_parent, search={"exclude_blocks": ["gqa_kv7+*"]}))
     with pytest.raises(ConfigError, match="exclude_blocks: exclusion pattern 'gqa_kv7\\+\\*' matches none"):
-        Pipeline(bad, root, texts=austen_texts, progress=False, log=lambda m: None).run_stage("search")
+        copy_of_clean_run(search={"exclude_blocks": ["gqa_kv7+*"]}).run_stage("search")
     with pytest.raises(ConfigError, match="list of block-name patterns"):
         load_config({"search": {"exclude_blocks": "linear+*"}})
 
 
-def test_another_objective_searches_again_without_rescoring(clean_run, tiny_parent, tiny_run_config, austen_texts,
-                                                            tmp_path):
-    import shutil
-
-    root = tmp_path / "copy"
-    shutil.copytree(clean_run.run.root, root)
-    config = load_config(tiny_run_config(tiny_parent, score={"objective": "top1_agreement"}))
-    pipe = Pipeline(config, root, texts=austen_texts, progress=False, log=lambda m: None)
+def test_another_objective_searches_again_without_rescoring(clean_run, copy_of_clean_run):
+    pipe = copy_of_clean_run(score={"objective": "top1_agreement"})
     assert pipe.run.is_done("score", pipe.inputs_hash("score"))  # every metric is scored already
     assert not pipe.run.is_done("search", pipe.inputs_hash("search"))
     pipe.run_stage("search")

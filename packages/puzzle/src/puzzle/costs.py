@@ -411,9 +411,10 @@ def build_cost_table(
     """Every block's time (`measure_blocks`), the skeleton, the parent, the non-block part, and each subblock's params
     and memory (a block's are the sums of its two subblocks').
 
-    calibration: the parent and the skeleton as measured, the probes' own times ("probes"), and per block with both
-    subblocks whose lone probes were taken, "additivity" = its time / (its attention alone + its FFN alone): how
-    far the additive model is off for that block (1 = additive; with probes="subblocks", only the overhead).
+    calibration: the parent and the skeleton as measured, the probes' own times ("probe_times"), per block with
+    both subblocks whose lone probes were taken "additivity" = its time / (its attention alone + its FFN alone)
+    (1 = additive; with probes="subblocks" it only shows the overhead), and "sum_of_parts_over_measured" = (skeleton
+    + L x the parent's two lone subblocks) / the parent, where those probes were taken.
     """
     config = parent.config
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
@@ -435,4 +436,9 @@ def build_cost_table(
             additivity[name] = t["runtime_ms"] / (lone[0]["runtime_ms"] + lone[1]["runtime_ms"])
     calibration = {"probes": probes, "parent_measured": measured, "skeleton_measured": skeleton,
                    "probe_times": probed, "additivity": additivity}
+    pa = config.parent_block_config()
+    lone = (probed.get(block_name(pa.attention.name, "no_op")), probed.get(block_name("no_op", pa.ffn.name)))
+    if None not in lone:  # the parent as its lone subblocks add up, before any overhead
+        parts = skeleton["runtime_ms"] + config.num_hidden_layers * (lone[0]["runtime_ms"] + lone[1]["runtime_ms"])
+        calibration["sum_of_parts_over_measured"] = parts / measured["runtime_ms"]
     return CostTable(scenario, str(device), attention, ffn, blocks, nonblock, skeleton, calibration)

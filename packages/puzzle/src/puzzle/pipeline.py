@@ -501,10 +501,16 @@ class Pipeline:
                                  device=self.device, probes=mcfg["probes"], warmup=mcfg["warmup"],
                                  iters=mcfg["iters"], progress=self.progress)
         self.run.write_json("measure/costs.json", {**table.to_dict(), "device_name": device_name(self.device)})
-        additivity = ", ".join(f"{name} {r:.3f}" for name, r in table.calibration["additivity"].items())
-        self.log(f"[measure] parent {table.calibration['parent_measured']['tokens_per_s']:.1f} tokens/s measured; "
-                 f"skeleton (all blocks no-op) {table.skeleton['tokens_per_s']:.1f} tokens/s; {len(table.blocks)} "
-                 f"blocks from {mcfg['probes']} probes; block time / its two subblocks' alone: {additivity or 'n/a'}")
+        cal = table.calibration
+        notes = [f"parent {cal['parent_measured']['tokens_per_s']:.1f} tokens/s measured",
+                 f"skeleton (all blocks no-op) {table.skeleton['tokens_per_s']:.1f} tokens/s",
+                 f"{len(table.blocks)} blocks from {mcfg['probes']} probes"]
+        if "sum_of_parts_over_measured" in cal:
+            notes.append(f"sum of the parent's lone subblocks = {cal['sum_of_parts_over_measured']:.3f} x measured")
+        if mcfg["probes"] == "blocks" and cal["additivity"]:
+            notes.append("block time / its two subblocks' alone: " + ", ".join(
+                f"{name} {r:.3f}" for name, r in cal["additivity"].items()))
+        self.log("[measure] " + "; ".join(notes))
         return {}
 
     def cost_table(self) -> CostTable:
