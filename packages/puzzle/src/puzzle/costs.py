@@ -283,8 +283,6 @@ def _size(scenario: Scenario, module: nn.Module | None, head_dim: int) -> dict[s
 
 
 PHASES = ("prefill_ms", "decode_ms")
-
-
 PROBES = ("subblocks", "blocks")  # what the measure stage puts in its probes (config measure.probes)
 
 
@@ -424,21 +422,24 @@ def build_cost_table(
     nonblock = measure_nonblock(parent, scenario, device=device, warmup=warmup, iters=iters)
     attention = {v.name: _size(scenario, build_attention(config, 0, v), head_dim) for v in attention_variants}
     ffn = {v.name: _size(scenario, build_ffn(config, v), head_dim) for v in ffn_variants}
-    blocks = {}
+
+    def lone_sum(a: str, f: str) -> float | None:
+        """Runtime of attention `a` alone + FFN `f` alone, where both lone probes were taken."""
+        parts = [probed.get(block_name(a, "no_op")), probed.get(block_name("no_op", f))]
+        return None if None in parts else parts[0]["runtime_ms"] + parts[1]["runtime_ms"]
+
+    blocks, additivity = {}, {}
     for name, t in times.items():
         a, f = name.split("+")
         blocks[name] = {**t, **{k: attention[a][k] + ffn[f][k] for k in ("params", "memory_mib")}}
-    additivity = {}
-    for name, t in times.items():
-        a, f = name.split("+")
-        lone = (probed.get(block_name(a, "no_op")), probed.get(block_name("no_op", f)))
-        if "no_op" not in (a, f) and None not in lone and lone[0]["runtime_ms"] + lone[1]["runtime_ms"] > 0:
-            additivity[name] = t["runtime_ms"] / (lone[0]["runtime_ms"] + lone[1]["runtime_ms"])
+        alone = lone_sum(a, f)
+        if "no_op" not in (a, f) and alone:
+            additivity[name] = t["runtime_ms"] / alone
     calibration = {"probes": probes, "parent_measured": measured, "skeleton_measured": skeleton,
                    "probe_times": probed, "additivity": additivity}
     pa = config.parent_block_config()
-    lone = (probed.get(block_name(pa.attention.name, "no_op")), probed.get(block_name("no_op", pa.ffn.name)))
-    if None not in lone:  # the parent as its lone subblocks add up, before any overhead
-        parts = skeleton["runtime_ms"] + config.num_hidden_layers * (lone[0]["runtime_ms"] + lone[1]["runtime_ms"])
+    alone = lone_sum(pa.attention.name, pa.ffn.name)
+    if alone is not None:  # the parent as its lone subblocks add up, before any overhead
+        parts = skeleton["runtime_ms"] + config.num_hidden_layers * alone
         calibration["sum_of_parts_over_measured"] = parts / measured["runtime_ms"]
     return CostTable(scenario, str(device), attention, ffn, blocks, nonblock, skeleton, calibration)
