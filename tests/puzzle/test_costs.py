@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from puzzle.block_config import AttentionConfig, FFNConfig
+from puzzle.block_config import AttentionConfig, BlockConfig, FFNConfig
 from puzzle.costs import (
     CostTable,
     GreedyGenerator,
@@ -12,6 +12,8 @@ from puzzle.costs import (
     build_cost_table,
     kv_cache_bytes,
     measure_blocks,
+    runtime_ratio,
+    with_blocks,
 )
 from puzzle.modeling_decilm import build_attention_block, build_ffn_block
 from puzzle.parent import load_parent
@@ -157,3 +159,23 @@ def test_costs_of_the_subblock_cost_model_are_refused():
            "skeleton": {}, "overhead_per_subblock": {}, "calibration": {}}
     with pytest.raises(ValueError, match="measure stage again"):
         CostTable.from_dict(old)
+
+
+def test_runtime_ratio_is_the_median_of_round_by_round_ratios():
+    # the machine slows down 3x after the first round: ratios 0.5, 0.5, 2.0 -> 0.5; medians alone would give 1.0
+    measured = {"a": {"rounds_ms": [1.0, 3.0, 6.0]}, "b": {"rounds_ms": [2.0, 6.0, 3.0]}}
+    assert runtime_ratio(measured, "a", "b") == 0.5
+    with pytest.raises(ValueError):
+        runtime_ratio({"a": {"rounds_ms": [1.0]}, "b": {"rounds_ms": [1.0, 2.0]}}, "a", "b")
+
+
+def test_with_blocks_builds_a_new_architecture_and_leaves_the_model(parent):
+    pb = parent.block_configs[0]
+    small = BlockConfig(AttentionConfig(no_op=True), FFNConfig(intermediate_size=pb.ffn.intermediate_size // 2))
+    blocks = [small] + [pb] * (parent.config.num_hidden_layers - 1)
+    child = with_blocks(parent, blocks, build_attention_block, build_ffn_block)
+    assert [b.name for b in child.block_configs] == [b.name for b in blocks]
+    assert child.model.layers[0].attn_block is None
+    assert all(b.name == pb.name for b in parent.block_configs)  # a copy: the parent keeps its blocks
+    ids = torch.randint(0, parent.config.vocab_size, (1, 5))
+    assert child(ids).logits.shape == parent(ids).logits.shape

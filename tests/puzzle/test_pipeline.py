@@ -217,6 +217,61 @@ def test_excluded_blocks_leave_the_puzzle_children_and_not_the_baselines(clean_r
         load_config({"search": {"exclude_blocks": "linear+*"}})
 
 
+def test_measured_match_times_each_twin_beside_its_baseline(copy_of_clean_run):
+    pipe = copy_of_clean_run(search={"match_by": "measured", "match_rounds": 2, "match_iters": 2})
+    assert not pipe.run.is_done("search", pipe.inputs_hash("search"))  # match_by belongs to the search
+    pipe.run_stage("search")
+    twins = [rec for rec in pipe.solutions().values() if "matched" in rec]
+    assert twins
+    for rec in twins:
+        match = rec["match"]
+        assert match["by"] == "measured" and 1 <= len(match["rounds"]) <= 2
+        assert all(r["measured_over_baseline"] > 0 for r in match["rounds"])
+        assert match["measured_over_baseline"] == min((r["measured_over_baseline"] for r in match["rounds"]),
+                                                      key=lambda x: abs(x - 1))
+
+
+def test_measured_match_searches_again_where_the_twin_measures_the_baselines_speed(copy_of_clean_run,
+                                                                                   monkeypatch):
+    import puzzle.costs
+
+    pipe = copy_of_clean_run(search={"match_by": "measured", "match_rounds": 4, "match_tolerance": 0.0})
+    table = pipe.cost_table()
+    parent_block = pipe.parent_block().name
+    no_op = "no_op+no_op"
+
+    def machine_ms(names: list[str]) -> float:
+        """A machine on which a child runs faster than the cost table says, by 15% if every layer is changed (but
+        not dropped): the error of the cost model that a match by predicted runtime would carry."""
+        changed = sum(n not in (parent_block, no_op) for n in names)
+        return table.predict([tuple(n.split("+")) for n in names])["runtime_ms"] * (1 - 0.15 * changed / len(names))
+
+    def fake_generations(models, scenario, *, device, warmup=1, iters=5):
+        return {name: {"rounds_ms": [machine_ms([b.name for b in m.block_configs])] * iters}
+                for name, m in models.items()}
+
+    monkeypatch.setattr(puzzle.costs, "measure_generations", fake_generations)
+    pipe.run_stage("search")
+    solutions = pipe.solutions()
+    twins = [rec for rec in solutions.values() if "matched" in rec]
+    assert twins
+    for rec in twins:
+        rounds = rec["match"]["rounds"]
+        base = solutions[rec["matched"]]["predicted"]["runtime_ms"]
+        assert rounds[0]["runtime_budget_ms"] == pytest.approx(base)  # first at the baseline's predicted runtime
+        for before, after in zip(rounds, rounds[1:], strict=False):  # then where the last twin measures the baseline's
+            assert after["runtime_budget_ms"] == pytest.approx(
+                before["predicted_runtime_ms"] / before["measured_over_baseline"])
+        best = min(rounds, key=lambda r: abs(r["measured_over_baseline"] - 1))
+        assert rec["predicted"]["runtime_ms"] == pytest.approx(best["predicted_runtime_ms"])
+        assert rec["predicted"]["runtime_ms"] <= best["runtime_budget_ms"] * (1 + 1e-9)
+        assert abs(best["measured_over_baseline"] - 1) <= abs(rounds[0]["measured_over_baseline"] - 1)
+        # the recorded ratio is this machine's for the kept twin and its baseline
+        assert rec["match"]["measured_over_baseline"] == pytest.approx(
+            machine_ms(rec["names"]) / machine_ms(solutions[rec["matched"]]["names"]))
+    assert any(len(rec["match"]["rounds"]) > 1 for rec in twins)  # the fake bias moved some twin
+
+
 def test_another_objective_searches_again_without_rescoring(clean_run, copy_of_clean_run):
     pipe = copy_of_clean_run(score={"objective": "top1_agreement"})
     assert pipe.run.is_done("score", pipe.inputs_hash("score"))  # every metric is scored already
@@ -246,6 +301,10 @@ def test_config_validation():
         load_config({"targets": []})
     with pytest.raises(ConfigError, match="measure.probes must be one of \\['subblocks', 'blocks'\\]"):
         load_config({"measure": {"probes": "layers"}})
+    with pytest.raises(ConfigError, match="search.match_by must be one of \\['predicted', 'measured'\\]"):
+        load_config({"search": {"match_by": "timed"}})
+    with pytest.raises(ConfigError, match="match_rounds and match_iters must be >= 1"):
+        load_config({"search": {"match_rounds": 0}})
     with pytest.raises(ConfigError, match="1.5 times|multiple"):
         load_config({"targets": ["fast"]})
     with pytest.raises(ConfigError, match="'gkd.lr' must be a number"):

@@ -22,7 +22,6 @@ Usage: python packages/puzzle/scripts/cost_model_check.py CONFIG [--children 8] 
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import random
@@ -32,7 +31,7 @@ from pathlib import Path
 
 import torch
 from puzzle.block_config import BlockConfig
-from puzzle.costs import additive_times, build_cost_table, measure_generations
+from puzzle.costs import additive_times, build_cost_table, measure_generations, runtime_ratio, with_blocks
 from puzzle.modeling_decilm import build_attention_block, build_ffn_block
 from puzzle.parent import load_parent
 from puzzle.pipeline import ConfigError, Pipeline, load_config
@@ -76,11 +75,8 @@ def main() -> None:
     for k in range(1, args.children + 1):
         keep = k / (args.children + 1)
         blocks = [pb if rng.random() < keep else rng.choice(space) for _ in range(parent.config.num_hidden_layers)]
-        child = copy.deepcopy(parent)
-        for i, b in enumerate(blocks):
-            child.replace_block(i, b, build_attention_block(child.config, i, b.attention),
-                                build_ffn_block(child.config, b.ffn))
-        children[f"child-{k}"], archs[f"child-{k}"] = child, [(b.attention.name, b.ffn.name) for b in blocks]
+        children[f"child-{k}"] = with_blocks(parent, blocks, build_attention_block, build_ffn_block)
+        archs[f"child-{k}"] = [(b.attention.name, b.ffn.name) for b in blocks]
     measured = measure_generations({"parent": parent, **children}, scenario, device=pipe.device, warmup=2,
                                    iters=args.iters)
     parent_pred = table.calibration["parent_measured"]["runtime_ms"]
@@ -89,9 +85,7 @@ def main() -> None:
     print(f"{'child':<10}{'speedup':>9}{'blocks':>9}{'subblocks':>11}  blocks differing from the parent's")
     rows = []
     for name, blocks in archs.items():
-        # the median of round-by-round ratios: a drift of the machine's speed between rounds cancels
-        rel = statistics.median(c / p for c, p in zip(measured[name]["rounds_ms"], measured["parent"]["rounds_ms"],
-                                                       strict=True))
+        rel = runtime_ratio(measured, name, "parent")
         row = {"child": name, "blocks": ["+".join(b) for b in blocks], "speedup": 1 / rel,
                "blocks_model": table.predict(blocks)["runtime_ms"] / parent_pred / rel,
                "subblocks_model": additive.predict(blocks)["runtime_ms"] / parent_pred / rel}

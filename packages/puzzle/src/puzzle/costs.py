@@ -194,6 +194,14 @@ def measure_generations(models: Mapping[str, nn.Module], scenario: Scenario, *, 
     return out
 
 
+def runtime_ratio(measured: Mapping[str, dict], name: str, reference: str) -> float:
+    """`name`'s runtime over `reference`'s, both from one `measure_generations`: the median of the round-by-round
+    ratios, so that a drift of the machine's speed between rounds cancels (on a shared VM the same model measured up
+    to 2x apart within an hour)."""
+    return statistics.median(a / b for a, b in zip(measured[name]["rounds_ms"], measured[reference]["rounds_ms"],
+                                                   strict=True))
+
+
 def measure_generation(model: nn.Module, scenario: Scenario, *, device: torch.device, warmup: int = 1,
                        iters: int = 3) -> dict:
     """`measure_generations` of one model."""
@@ -263,14 +271,21 @@ def skeleton_of(model: nn.Module) -> nn.Module:
     return skeleton
 
 
+def with_blocks(model: nn.Module, blocks: Sequence[Any], build_attention: Callable[..., nn.Module | None],
+                build_ffn: Callable[..., nn.Module | None]) -> nn.Module:
+    """A copy of `model` with blocks[i] (a BlockConfig) in layer i, every one built anew (fresh weights): a child's
+    architecture for timing before it is trained, as a dense generation's runtime does not depend on the weights."""
+    out = copy.deepcopy(model)
+    config = out.config
+    for i, block in enumerate(blocks):
+        out.replace_block(i, block, build_attention(config, i, block.attention), build_ffn(config, block.ffn))
+    return out
+
+
 def _probe(skeleton: nn.Module, block: Any, build_attention: Callable[..., nn.Module | None],
            build_ffn: Callable[..., nn.Module | None]) -> nn.Module:
     """The skeleton with `block` (a BlockConfig) in every layer, each attention with its own layer index."""
-    model = copy.deepcopy(skeleton)
-    config = model.config
-    for i in range(config.num_hidden_layers):
-        model.replace_block(i, block, build_attention(config, i, block.attention), build_ffn(config, block.ffn))
-    return model
+    return with_blocks(skeleton, [block] * skeleton.config.num_hidden_layers, build_attention, build_ffn)
 
 
 def _size(scenario: Scenario, module: nn.Module | None, head_dim: int) -> dict[str, float]:
