@@ -10,7 +10,8 @@ logits are stored across batches.
 
 Cost, one scenario for all (costs.measure_generations: prefill + greedy decode with the KV cache, timed with
 benchmarks.yardstick.time_fn, the models interleaved round by round so a drift of the machine's speed hits all alike):
-runtime_ms, tokens_per_s, and, when the search predicted the child's runtime, predicted_over_measured (the target:
+runtime_ms, tokens_per_s (medians over rounds), speedup (1 / the median over rounds of the model's runtime over the
+parent's in the same round: the parent is the reference of every round), and, when the search predicted the child's runtime, predicted_over_measured (the target:
 within 10% of 1) and predicted_over_measured_vs_parent (both runtimes divided by the parent's: what is left when the
 machine ran faster or slower than during the measure stage).
 The pipeline times saved models in a fresh Python process (`measure_in_fresh_process`): at the end of a 55-minute
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from puzzle.costs import Scenario, measure_generations
+from puzzle.costs import Scenario, measure_generations, runtime_ratio
 from puzzle.scoring import compare_logits, logits_of, mean_metrics
 
 
@@ -73,6 +74,7 @@ def evaluate_models(
     """Quality + measured generation cost of every model (the parent is added as "parent").
 
     `costs` (name -> `measure_generations` record, e.g. from `measure_in_fresh_process`) replaces timing here.
+    speedup = 1 / the median over timing rounds of (model's runtime / the parent's in the same round).
     """
     models = {"parent": parent, **{k: v for k, v in models.items() if k != "parent"}}
     for model in models.values():
@@ -90,14 +92,15 @@ def evaluate_models(
             results[name]["predicted_runtime_ms"] = pred
             results[name]["predicted_over_measured"] = pred / cost["runtime_ms"]
     base = results["parent"]
-    for r in results.values():
+    for name, r in results.items():
         r["top1_accuracy_retention"] = r["top1_accuracy"] / base["top1_accuracy"] if base["top1_accuracy"] else math.nan
-        r["speedup"] = r["measured_tokens_per_s"] / base["measured_tokens_per_s"]
+        # relative to the parent round by round (median of the ratios): a drift of the machine's speed cancels
+        relative = runtime_ratio(costs, name, "parent")
+        r["speedup"] = 1 / relative
         if "predicted_runtime_ms" in r and "predicted_runtime_ms" in base:
             # the same check relative to the parent measured in this run: the cost model's error without the
             # machine's drift between the measure stage and this one
-            r["predicted_over_measured_vs_parent"] = (r["predicted_runtime_ms"] / base["predicted_runtime_ms"]) / (
-                r["measured_runtime_ms"] / base["measured_runtime_ms"])
+            r["predicted_over_measured_vs_parent"] = (r["predicted_runtime_ms"] / base["predicted_runtime_ms"]) / relative
     return results
 
 
