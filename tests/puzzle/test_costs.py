@@ -9,6 +9,7 @@ from puzzle.costs import (
     CostTable,
     GreedyGenerator,
     Scenario,
+    additive_times,
     build_cost_table,
     kv_cache_bytes,
     measure_blocks,
@@ -94,12 +95,12 @@ def test_subblock_probes_add_up_to_blocks(parent):
     assert built == ["gqa_kv2"] * 4 + ["linear"] * 4
     assert set(times) == {f"{a}+{f}" for a in ("gqa_kv2", "linear") for f in ("ffn_128", "ffn_64")}
     # the overhead per subblock makes the parent exact; every block is its two subblocks + twice that overhead
-    over = (measured["runtime_ms"] - skeleton["runtime_ms"] - 4 * (probed["gqa_kv2+no_op"]["runtime_ms"]
-                                                                   + probed["no_op+ffn_128"]["runtime_ms"])) / 8
     assert skeleton["runtime_ms"] + 4 * times["gqa_kv2+ffn_128"]["runtime_ms"] == pytest.approx(
         measured["runtime_ms"])
-    assert times["linear+ffn_64"]["runtime_ms"] == pytest.approx(
-        probed["linear+no_op"]["runtime_ms"] + probed["no_op+ffn_64"]["runtime_ms"] + 2 * over)
+    for k in ("prefill_ms", "decode_ms"):
+        over = (measured[k] - skeleton[k] - 4 * (probed["gqa_kv2+no_op"][k] + probed["no_op+ffn_128"][k])) / 8
+        assert times["linear+ffn_64"][k] == pytest.approx(  # never below 0, whatever the noise
+            max(0.0, probed["linear+no_op"][k] + probed["no_op+ffn_64"][k] + 2 * over))
     with pytest.raises(ValueError, match="probes must be one of"):
         measure_blocks(parent, attention, ffn, SCENARIO, build_attention=build_attention, build_ffn=build_ffn_block,
                        device=CPU, probes="layers")
@@ -179,3 +180,15 @@ def test_with_blocks_builds_a_new_architecture_and_leaves_the_model(parent):
     assert all(b.name == pb.name for b in parent.block_configs)  # a copy: the parent keeps its blocks
     ids = torch.randint(0, parent.config.vocab_size, (1, 5))
     assert child(ids).logits.shape == parent(ids).logits.shape
+
+
+def test_additive_block_times_are_never_negative():
+    # a busy machine: the parent measured faster than its lone subblocks add up to, so the overhead is below 0
+    lone = {"gqa_kv2+no_op": {"prefill_ms": 3.0, "decode_ms": 1.0}, "no_op+ffn_128": {"prefill_ms": 3.0, "decode_ms": 1.0},
+            "linear+no_op": {"prefill_ms": 0.2, "decode_ms": 0.1}}
+    pa = BlockConfig(AttentionConfig.gqa(2, 4), FFNConfig.of_size(128, 64))
+    blocks = [pa, BlockConfig(AttentionConfig(replace_with_linear=True), FFNConfig(no_op=True))]
+    parent, skeleton = {"prefill_ms": 12.0, "decode_ms": 3.0}, {"prefill_ms": 1.0, "decode_ms": 1.0}
+    times = additive_times(lone, blocks, pa, parent, skeleton, 2, SCENARIO)
+    assert times[pa.name]["prefill_ms"] == pytest.approx((12.0 - 1.0) / 2)  # the parent stays exact
+    assert times["linear+no_op"] == {"prefill_ms": 0.0, "decode_ms": 0.0, "runtime_ms": 0.0}  # 0.2 - 0.25 -> 0

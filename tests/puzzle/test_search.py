@@ -113,6 +113,17 @@ def test_fixed_costs_count_against_the_budget():
     assert sorted(sol.choice) == [0, 1] and sol.costs["runtime_ms"] == pytest.approx(4.0)
 
 
+def test_a_budget_equal_to_a_childs_total_in_another_float_order_is_met():
+    # 0.1 + 0.2 + 0.7 = 1.0000000000000002 in the solution's order, 0.9999999999999999 as (0.7 + 0.2) + 0.1: the
+    # best child within the budget misses it by 3e-16 ms, which must not be taken for a bound the solver broke
+    runtime = np.array([[0.1, 5.0, 0.01], [0.2, 5.0, 0.01], [0.7, 5.0, 0.01]])
+    p = SearchProblem([["small", "big", "tiny"]] * 3, np.array([[1.0, 0.0, 9.0]] * 3), {"runtime_ms": runtime},
+                      fixed_costs={"runtime_ms": 0.0})
+    budget = (0.7 + 0.2) + 0.1
+    (sol,) = solve(p, budgets={"runtime_ms": budget})
+    assert sol.choice == [0, 0, 0] and sol.costs["runtime_ms"] > budget
+
+
 @pytest.mark.parametrize("solver", SOLVERS)
 def test_diversity(solver):
     p = random_problem(6, 4, 3, nan_frac=0.0)

@@ -388,7 +388,8 @@ def additive_times(lone: Mapping[str, dict], blocks: Sequence[Any], parent_block
 
     A block = its attention alone + its FFN alone + an overhead per non-no-op subblock, the same for all:
     (parent - skeleton - L * (parent attention + parent FFN)) / 2L, what an attention and an FFN in one layer cost
-    beyond their probes, so that the parent is predicted exactly.
+    beyond their probes, so that the parent is predicted exactly (unless noise makes a block's sum negative: then
+    it is 0, as in `measure_blocks`).
     """
 
     def alone(attention: str, ffn: str, k: str) -> float:
@@ -400,7 +401,9 @@ def additive_times(lone: Mapping[str, dict], blocks: Sequence[Any], parent_block
     times = {}
     for b in blocks:
         a, f = b.attention.name, b.ffn.name
-        t = {k: alone(a, "no_op", k) + alone("no_op", f, k) + over[k] * ((a != "no_op") + (f != "no_op"))
+        # at least 0: on a busy machine the overhead came out so far below 0 that children were predicted to run
+        # in negative time
+        t = {k: max(0.0, alone(a, "no_op", k) + alone("no_op", f, k) + over[k] * ((a != "no_op") + (f != "no_op")))
              for k in PHASES}
         t["runtime_ms"] = scenario.runtime_ms(t["prefill_ms"], t["decode_ms"])
         times[b.name] = t

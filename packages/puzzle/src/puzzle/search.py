@@ -379,9 +379,10 @@ def solve(
             solver=solver_name,
             solve_time_s=elapsed,
         )
-        # Rounding a within-tolerance solution can overshoot a bound by ~1e-6 of a block: tighten and re-solve.
-        miss = {k: sol.costs[k] - b for k, b in budgets.items() if sol.costs[k] > b}
-        miss |= {k: m - sol.costs[k] for k, m in minimums.items() if sol.costs[k] < m}
+        # Rounding a within-tolerance solution can overshoot a bound by ~1e-6 of a block: tighten and re-solve. A
+        # bound that equals a child's total is met, whatever order float addition took (misses of 1e-15 ms are not).
+        miss = {k: sol.costs[k] - b for k, b in budgets.items() if sol.costs[k] > b + 1e-12 * abs(b)}
+        miss |= {k: m - sol.costs[k] for k, m in minimums.items() if sol.costs[k] < m - 1e-12 * abs(m)}
         if miss:
             repairs += 1
             if repairs > 5:
