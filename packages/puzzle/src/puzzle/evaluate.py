@@ -11,9 +11,10 @@ logits are stored across batches.
 Cost, one scenario for all (costs.measure_generations: prefill + greedy decode with the KV cache, timed with
 benchmarks.yardstick.time_fn, the models interleaved round by round so a drift of the machine's speed hits all alike):
 runtime_ms, tokens_per_s (medians over rounds), speedup (1 / the median over rounds of the model's runtime over the
-parent's in the same round: the parent is the reference of every round), and, when the search predicted the child's runtime, predicted_over_measured (the target:
-within 10% of 1) and predicted_over_measured_vs_parent (both runtimes divided by the parent's: what is left when the
-machine ran faster or slower than during the measure stage).
+parent's in the same round), and, when the search predicted the child's runtime, predicted_over_measured (the
+target: within 10% of 1) and predicted_over_measured_vs_parent (the predicted runtime relative to the parent's over
+the measured one relative to the parent's: what is left when the machine ran faster or slower than during the
+measure stage).
 The pipeline times saved models in a fresh Python process (`measure_in_fresh_process`): at the end of a 55-minute
 BLD + GKD process one SmolLM2 child timed 1.34x the parent's speed, and 1.48x and 1.53x in two fresh processes.
 """
