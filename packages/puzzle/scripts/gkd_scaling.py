@@ -3,10 +3,15 @@
 Trains RUN_DIR/realize/CHILD from the parent with the run config's GKD settings for --tokens tokens and evaluates
 the child on the held-out test half (the config's `evaluate.tokens`) before training and every --eval-every tokens.
 The learning-rate schedule spans the whole --tokens budget, so a mid-run figure is that of a run still at a higher
-learning rate, not of a shorter run. Nothing in RUN_DIR is changed; the checkpoints go to a temporary folder.
+learning rate, not of a shorter run. Nothing in RUN_DIR is changed.
+
+Without --ckpt-dir the checkpoints go to a temporary folder and a killed run starts over. With --ckpt-dir DIR the
+run checkpoints there every `gkd.checkpoint_every` steps and keeps its held-out rows in DIR/rows.json, so the same
+command run again resumes where it was killed (a 1M-token run is ~9 h on a slow 2-core CPU, longer than one sitting);
+DIR/settings.json holds what the run was started with, and a rerun with other settings is refused.
 
 Usage: python packages/puzzle/scripts/gkd_scaling.py RUN_DIR CHILD [--tokens N] [--eval-every N] [--threads 2]
-       [--config CONFIG] [--gkd KEY=VALUE ...] [--out FILE.json]
+       [--config CONFIG] [--gkd KEY=VALUE ...] [--ckpt-dir DIR] [--out FILE.json]
 CONFIG defaults to RUN_DIR/config.json (written by `puzzle run` and `puzzle bench`).
 `--gkd lr=5e-4 --gkd cosine_weight=0` overrides the config's GKD settings for a sweep. --out FILE.json gets the
 held-out rows and the per-step training losses.
@@ -18,7 +23,10 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -26,19 +34,23 @@ from puzzle.evaluate import quality_metrics
 from puzzle.gkd import run_gkd
 from puzzle.pipeline import ConfigError, Pipeline, load_config, run_config_path
 
+from benchmarks.results import write_atomic
+
 
 class HeldOutEval(L.Callback):
     """Evaluates the student on fixed held-out batches every `every` optimizer steps (and at step 0 and the end)."""
 
     def __init__(self, parent: torch.nn.Module, batches: list[torch.Tensor], every: int, tokens_per_step: int,
-                 parent_top1: float):
+                 parent_top1: float, rows_path: Path | None = None):
         self.parent, self.batches, self.every = parent, batches, every
         self.tokens_per_step, self.parent_top1 = tokens_per_step, parent_top1
-        self.rows: list[dict[str, float]] = []
+        self.rows_path = rows_path  # rows of a killed attempt are read back; each new row is written at once
+        self.rows: list[dict[str, float]] = (json.loads(rows_path.read_text())
+                                             if rows_path is not None and rows_path.exists() else [])
         self.start = time.perf_counter()
 
     def evaluate(self, student: torch.nn.Module, step: int) -> None:
-        if self.rows and self.rows[-1]["step"] == step:
+        if any(row["step"] == step for row in self.rows):  # a resumed attempt retraining steps it had evaluated
             return
         student.eval()
         m = quality_metrics({"child": student}, self.parent, self.batches, device=self.parent.device,
@@ -47,13 +59,16 @@ class HeldOutEval(L.Callback):
         retention = m["top1_accuracy"] / self.parent_top1 if self.parent_top1 else float("nan")
         row = {"step": step, "tokens": step * self.tokens_per_step, "top1_accuracy": m["top1_accuracy"],
                "retention": retention, "kl": m["kl"], "perplexity": m["perplexity"],
-               "elapsed_s": time.perf_counter() - self.start}
+               "elapsed_s": time.perf_counter() - self.start}  # since this attempt started
         self.rows.append(row)
+        if self.rows_path is not None:
+            write_atomic(self.rows_path, json.dumps(self.rows, indent=2))
         print(f"{row['tokens']:>9} tokens  top-1 {row['top1_accuracy']:.4f}  retention {row['retention']:.3f}  "
               f"KL {row['kl']:.4f}  ppl {row['perplexity']:.2f}  ({row['elapsed_s']:.0f} s)", flush=True)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.evaluate(pl_module.student, trainer.global_step)
+        if trainer.global_step == 0:  # not at a resumed attempt's first step, which is no evaluation point
+            self.evaluate(pl_module.student, 0)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
         if trainer.global_step % self.every == 0:
@@ -72,6 +87,47 @@ def gkd_overrides(items: list[str]) -> dict[str, str]:
     return {key: value for key, _, value in pairs}
 
 
+def gkd_scaling(pipe: Pipeline, child: str, *, tokens: int, eval_every: int, ckpt_dir: Path | None = None,
+                callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
+    """Distil `child` of `pipe`'s run for `tokens` tokens with held-out rows every `eval_every` tokens (module
+    docstring); returns {"child", "gkd", "parent_top1", "rows", "history"}. `callbacks` join the Trainer's."""
+    config = pipe.config
+    gkd = {k: v for k, v in config["gkd"].items() if k not in ("token_budget", "checkpoint_every")}
+    if ckpt_dir is not None:
+        _bind_settings(ckpt_dir / "settings.json", {
+            "child": child, "child_key": pipe.child_key(pipe.solutions()[child]), "tokens": tokens,
+            "eval_every": eval_every, "gkd": gkd, "data": config["data"], "seed": config["seed"],
+            "evaluate_tokens": config["evaluate"]["tokens"]})
+    parent, _ = pipe.parent()
+    data = pipe.datamodule()
+    batches = data.heldout_batches("test", config["evaluate"]["tokens"])
+    parent_top1 = quality_metrics({"parent": parent}, parent, batches, device=pipe.device,
+                                  progress=False)["parent"]["top1_accuracy"]
+    print(f"parent top-1 {parent_top1:.4f} on {sum(b.numel() for b in batches)} held-out tokens", flush=True)
+    student = pipe.load_child("realize", child)
+    held_out = HeldOutEval(parent, batches, max(1, eval_every // data.tokens_per_batch), data.tokens_per_batch,
+                           parent_top1, rows_path=ckpt_dir / "rows.json" if ckpt_dir is not None else None)
+    every = config["gkd"]["checkpoint_every"] if ckpt_dir is not None else 10**9
+    with tempfile.TemporaryDirectory() if ckpt_dir is None else nullcontext(str(ckpt_dir)) as folder:
+        metrics = run_gkd(student, parent, data, token_budget=tokens, ckpt_dir=folder, checkpoint_every=every,
+                          seed=config["seed"], trainer_kwargs=pipe.trainer_kwargs(f"[gkd-scaling] {child}"),
+                          callbacks=[held_out, *callbacks], **gkd)
+    return {"child": child, "gkd": gkd, "parent_top1": parent_top1, "rows": held_out.rows,
+            "history": metrics["history"]}
+
+
+def _bind_settings(path: Path, settings: dict[str, Any]) -> None:
+    """Record a checkpointed run's settings, or refuse to resume a run that was started with other ones."""
+    if path.exists():
+        before = json.loads(path.read_text())
+        if before != settings:
+            diff = sorted(k for k in settings.keys() | before.keys() if before.get(k) != settings.get(k))
+            raise ConfigError(f"{path.parent} holds a run started with other settings: {', '.join(diff)} differ; "
+                              "give another --ckpt-dir, or delete that folder to start over")
+        return
+    write_atomic(path, json.dumps(settings, indent=2, sort_keys=True))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("run_dir", type=Path)
@@ -82,6 +138,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--gkd", action="append", default=[], metavar="KEY=VALUE",
                     help="override one of the config's gkd settings (repeatable)")
+    ap.add_argument("--ckpt-dir", type=Path, default=None,
+                    help="keep checkpoints and rows here, so that the same command resumes a killed run")
     ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     args = ap.parse_args()
     if args.threads:
@@ -89,31 +147,17 @@ def main() -> None:
     if not (args.run_dir / "realize" / args.child).is_dir():
         raise SystemExit(f"no realised child {args.child!r} under {args.run_dir / 'realize'}; "
                          "run the pipeline's realize stage first")
+    config_path = None
     try:
         config_path = run_config_path(args.run_dir, args.config)
         config = load_config(config_path, gkd=gkd_overrides(args.gkd) or None)
+        pipe = Pipeline(config, args.run_dir, progress=False)
+        result = gkd_scaling(pipe, args.child, tokens=args.tokens, eval_every=args.eval_every,
+                             ckpt_dir=args.ckpt_dir)
     except ConfigError as err:
-        raise SystemExit(f"{config_path}: {err}") from None
-    pipe = Pipeline(config, args.run_dir, progress=False)
-    parent, _ = pipe.parent()
-    data = pipe.datamodule()
-    batches = data.heldout_batches("test", config["evaluate"]["tokens"])
-    parent_top1 = quality_metrics({"parent": parent}, parent, batches, device=pipe.device,
-                                  progress=False)["parent"]["top1_accuracy"]
-    print(f"parent top-1 {parent_top1:.4f} on {sum(b.numel() for b in batches)} held-out tokens", flush=True)
-    student = pipe.load_child("realize", args.child)
-    gkd = {k: v for k, v in config["gkd"].items() if k not in ("token_budget", "checkpoint_every")}
-    callback = HeldOutEval(parent, batches, max(1, args.eval_every // data.tokens_per_batch), data.tokens_per_batch,
-                           parent_top1)
-    with tempfile.TemporaryDirectory() as ckpt_dir:
-        metrics = run_gkd(student, parent, data, token_budget=args.tokens, ckpt_dir=ckpt_dir,
-                          checkpoint_every=10**9, seed=config["seed"],
-                          trainer_kwargs=pipe.trainer_kwargs(f"[gkd-scaling] {args.child}"), callbacks=[callback],
-                          **gkd)
+        raise SystemExit(f"{config_path or args.run_dir}: {err}") from None
     if args.out:  # with the per-step losses, to see whether and where training lost its footing
-        args.out.write_text(json.dumps({"child": args.child, "config": str(config_path), "gkd": gkd,
-                                        "parent_top1": parent_top1, "rows": callback.rows,
-                                        "history": metrics["history"]}, indent=2))
+        write_atomic(args.out, json.dumps({**result, "config": str(config_path)}, indent=2))
 
 
 if __name__ == "__main__":
