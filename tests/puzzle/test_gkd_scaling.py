@@ -80,3 +80,6 @@ def test_resuming_with_other_settings_is_refused(realized, austen_texts, tmp_pat
     with pytest.raises(ConfigError, match="other settings: tokens differ"):
         gkd_scaling.gkd_scaling(_pipe(realized, austen_texts), child, tokens=4 * tpb, eval_every=2 * tpb,
                                 ckpt_dir=ckpt)
+    with pytest.raises(ConfigError, match="'hand-made' is not one"):  # no blocks to tie the checkpoints to
+        gkd_scaling.gkd_scaling(_pipe(realized, austen_texts), "hand-made", tokens=2 * tpb, eval_every=2 * tpb,
+                                ckpt_dir=tmp_path / "other")

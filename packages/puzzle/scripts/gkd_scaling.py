@@ -94,8 +94,11 @@ def gkd_scaling(pipe: Pipeline, child: str, *, tokens: int, eval_every: int, ckp
     config = pipe.config
     gkd = {k: v for k, v in config["gkd"].items() if k not in ("token_budget", "checkpoint_every")}
     if ckpt_dir is not None:
+        record = pipe.solutions().get(child)
+        if record is None:  # the key below ties the checkpoints to the child's blocks and BLD library
+            raise ConfigError(f"--ckpt-dir needs a child of search/solutions.json; {child!r} is not one")
         _bind_settings(ckpt_dir / "settings.json", {
-            "child": child, "child_key": pipe.child_key(pipe.solutions()[child]), "tokens": tokens,
+            "child": child, "child_key": pipe.child_key(record), "tokens": tokens,
             "eval_every": eval_every, "gkd": gkd, "data": config["data"], "seed": config["seed"],
             "evaluate_tokens": config["evaluate"]["tokens"]})
     parent, _ = pipe.parent()
