@@ -80,6 +80,19 @@ def test_foreign_file_without_newline_is_refused(tmp_path):
         append_record(path, _record(1))
 
 
+def test_atomic_file_replaces_whole_or_not_at_all(tmp_path):
+    from benchmarks.results import atomic_file
+
+    target = tmp_path / "out.bin"
+    with atomic_file(target) as tmp:
+        tmp.write_bytes(b"first")
+    with pytest.raises(RuntimeError), atomic_file(target) as tmp:
+        tmp.write_bytes(b"ha")
+        raise RuntimeError("killed mid-write")
+    assert target.read_bytes() == b"first"  # untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]  # no temporary file left
+
+
 def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
     from benchmarks.results import atomic_dir
 

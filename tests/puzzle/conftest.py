@@ -147,3 +147,14 @@ def load_tiny_llama(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_run_config():
     return tiny_config
+
+
+@pytest.fixture
+def no_in_memory_checkpoints(monkeypatch):
+    """Fails a test whose checkpoints go through Lightning's in-memory buffer instead of `FileCheckpointIO`."""
+    from lightning.fabric.plugins.io import torch_io
+
+    def in_memory(*args, **kwargs):
+        raise AssertionError("checkpoint serialised in memory (Lightning's TorchCheckpointIO), not streamed to disk")
+
+    monkeypatch.setattr(torch_io, "_atomic_save", in_memory)

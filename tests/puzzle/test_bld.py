@@ -60,7 +60,7 @@ def test_nmse_terms():
     assert (err.item(), ref.item()) == (4.0, 2.0)
 
 
-def test_decoupled_bld_lowers_nmse_and_resumes(parent, tmp_path):
+def test_decoupled_bld_lowers_nmse_and_resumes(parent, tmp_path, no_in_memory_checkpoints):
     L.seed_everything(0)
     lib = small_library(parent)
     untouched = {k: v.clone() for k, v in lib.state_dict().items() if "gqa_kv2" in k or "ffn_64" in k}

@@ -60,7 +60,7 @@ def test_gkd_lowers_the_distillation_loss(setup, tmp_path):
     assert _loss(child, parent, batches) < 0.9 * before
 
 
-def test_killed_gkd_resumes_to_the_same_weights(setup, tmp_path, monkeypatch):
+def test_killed_gkd_resumes_to_the_same_weights(setup, tmp_path, monkeypatch, no_in_memory_checkpoints):
     parent, dm = setup
     budget = 6 * dm.tokens_per_batch
     clean = _child(parent)

@@ -35,6 +35,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
 from .block_config import BlockConfig
+from .checkpoint_io import FileCheckpointIO
 from .library import BlockLibrary
 from .modeling_decilm import DeciLMForCausalLM
 
@@ -214,7 +215,7 @@ def run_bld(parent: DeciLMForCausalLM, library: BlockLibrary, datamodule: L.Ligh
         "accelerator": "auto", "devices": "auto", "max_epochs": -1, "max_steps": max(1, math.ceil(token_budget / tpb)),
         "limit_val_batches": eval_batches, "num_sanity_val_steps": 0, "enable_model_summary": False,
         "logger": CSVLogger(save_dir=str(ckpt_dir), name="logs"), "default_root_dir": str(ckpt_dir),
-        "log_every_n_steps": 10,
+        "log_every_n_steps": 10, "plugins": [FileCheckpointIO()],  # no in-memory copy of a multi-GB checkpoint
     }
     kwargs.update(trainer_kwargs or {})
     kwargs["callbacks"] = [*kwargs.get("callbacks", []), checkpoint]

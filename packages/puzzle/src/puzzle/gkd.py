@@ -31,6 +31,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader
 
+from puzzle.checkpoint_io import FileCheckpointIO
 from puzzle.data import AustenDataModule, BatchStream
 
 
@@ -144,6 +145,7 @@ def run_gkd(
     L.seed_everything(seed, workers=True, verbose=False)
     module = GKDModule(student, teacher, datamodule, token_budget=token_budget, **loss_kwargs)
     kwargs = {"accelerator": "auto", "devices": "auto", "strategy": "auto", "num_nodes": 1,
+              "plugins": [FileCheckpointIO()],  # no in-memory copy of the checkpoint (weights + Adam)
               **{k: v for k, v in (trainer_kwargs or {}).items() if v is not None}}
     callbacks = [*callbacks, *kwargs.pop("callbacks", [])]
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=checkpoint_every,
