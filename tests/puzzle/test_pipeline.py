@@ -147,6 +147,13 @@ def test_changed_config_reruns_only_downstream(copy_of_clean_run):
         pipe.run_stage("evaluate")
 
 
+def test_bld_checkpoint_cadence_is_not_part_of_the_bld_hash(copy_of_clean_run):
+    pipe = copy_of_clean_run(bld={"checkpoint_every": 1})  # a killed BLD resumed with more frequent checkpoints
+    assert all(pipe.run.is_done(s, pipe.inputs_hash(s)) for s in STAGES)
+    pipe = copy_of_clean_run(bld={"lr": 5e-4})
+    assert not pipe.run.is_done("bld", pipe.inputs_hash("bld"))
+
+
 def test_block_probes_measure_again_and_search_on_them(copy_of_clean_run):
     pipe = copy_of_clean_run(measure={"probes": "blocks"})
     redo = [s for s in STAGES if not pipe.run.is_done(s, pipe.inputs_hash(s))]

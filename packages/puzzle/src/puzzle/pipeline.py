@@ -85,6 +85,10 @@ STAGE_CONFIG: dict[str, tuple[str, ...]] = {
     "evaluate": ("evaluate", "scenario", "data"),
     "export": (),
 }
+# Keys of those sections that change how a stage runs, not what it writes, so they stay out of its hash: a killed run
+# resumed with more frequent checkpoints is the same run. (gkd.checkpoint_every predates this and stays hashed, so
+# that run folders distilled before keep their children.)
+UNHASHED = ("bld.checkpoint_every",)
 
 DEFAULTS: dict[str, Any] = {
     "parent": None,  # a local HF Llama-family folder; None = benchmarks.data.smollm2_dir()
@@ -95,7 +99,7 @@ DEFAULTS: dict[str, Any] = {
                      "attention_no_op": True, "ffn_linear": True, "ffn_no_op": True, "kv_init": "mean_pool",
                      "ffn_init": "activation", "linear_init": "product"},
     "library": {"calib_tokens": 65536},
-    "bld": {"mode": "decoupled", "token_budget": 1_000_000, "lr": 1e-4},
+    "bld": {"mode": "decoupled", "token_budget": 1_000_000, "lr": 1e-4, "checkpoint_every": 100},
     "score": {"tokens": 32768, "objective": "kl"},
     "scenario": {"batch": 1, "prefill": 128, "decode": 128, "dtype": "float32"},
     # warmup, iters: per whole-generation timing (skeleton, each probe, parent); probes: "subblocks" (each subblock
@@ -371,7 +375,10 @@ class Pipeline:
         out = {}
         for name in STAGE_CONFIG[stage]:
             section, _, key = name.partition(".")
-            out[name] = self.config[section][key] if key else self.config[section]
+            value = self.config[section][key] if key else self.config[section]
+            if isinstance(value, dict):
+                value = {k: v for k, v in value.items() if f"{name}.{k}" not in UNHASHED}
+            out[name] = value
         return out
 
     def require(self, stage: str) -> None:
@@ -445,12 +452,12 @@ class Pipeline:
 
         parent, _ = self.parent()
         cfg = dict(self.config["bld"])
-        mode, budget = cfg.pop("mode"), cfg.pop("token_budget")
+        mode, budget, every = cfg.pop("mode"), cfg.pop("token_budget"), cfg.pop("checkpoint_every")
         library = self.library("library")
         dm = self.datamodule()
         dm.train_tokens = budget  # one stream of exactly the BLD budget
         library, metrics = run_bld(parent, library, dm, mode=mode, token_budget=budget,
-                                   ckpt_dir=self.run.stage_dir("bld") / f"ckpt-{h}",
+                                   ckpt_dir=self.run.stage_dir("bld") / f"ckpt-{h}", ckpt_every=every,
                                    trainer_kwargs=self.trainer_kwargs("[bld]"), **cfg)
         if self.is_main:  # every rank holds the same trained library
             library.save(self.run.path("bld/lib"))
