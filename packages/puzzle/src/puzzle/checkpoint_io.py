@@ -1,11 +1,11 @@
 """Lightning checkpoints written straight to disk.
 
 Lightning's `TorchCheckpointIO` serialises a checkpoint into an in-memory buffer and then writes a copy of that
-buffer, so saving holds two extra copies of every weight and optimizer state in RAM. Coupled BLD of SmolLM2-135M on
-`configs/cpu-long-coupled.yaml` trains ~460M parameters (~5.5 GB with Adam's moments); its first checkpoint took the
-process from its training footprint past the 24 GiB of this repo's CPU machines and the OOM killer ended it. Here
-`torch.save` streams into a temporary file beside the target, which is renamed over it when complete: the same
-never-half-written file, without the copies.
+buffer, so saving holds two extra copies of the checkpoint in RAM. Coupled BLD of SmolLM2-135M on
+`configs/cpu-long-coupled.yaml` trains ~460M parameters (a 6.2 GB checkpoint with Adam's moments, 21 GB resident
+while training); its first checkpoint took the process past the 24 GiB of this repo's CPU machines and the OOM killer
+ended it. Here `torch.save` streams into a temporary file beside the target, which is renamed over it when complete:
+the same never-half-written file, without the copies.
 """
 
 from __future__ import annotations
