@@ -158,16 +158,3 @@ def no_in_memory_checkpoints(monkeypatch):
         raise AssertionError("checkpoint serialised in memory (Lightning's TorchCheckpointIO), not streamed to disk")
 
     monkeypatch.setattr(torch_io, "_atomic_save", in_memory)
-
-
-@pytest.fixture(scope="session")
-def live_optimizers_over():
-    """Function: the optimizers still alive (no garbage collection run) that hold any parameter of a module."""
-    import gc
-
-    def live(module: torch.nn.Module) -> list[torch.optim.Optimizer]:
-        ids = {id(p) for p in module.parameters()}
-        return [o for o in gc.get_objects() if isinstance(o, torch.optim.Optimizer)
-                and any(id(p) in ids for g in o.param_groups for p in g["params"])]
-
-    return live

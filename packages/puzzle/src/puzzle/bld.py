@@ -38,7 +38,6 @@ from .block_config import BlockConfig
 from .checkpoint_io import FileCheckpointIO
 from .library import BlockLibrary
 from .modeling_decilm import DeciLMForCausalLM
-from .trainer_memory import frees_trainer_memory
 
 MODES = ("decoupled", "coupled")
 
@@ -193,7 +192,6 @@ def _tokens_per_batch(datamodule: L.LightningDataModule) -> int:
     return int(_input_ids(next(iter(datamodule.train_dataloader()))).numel())
 
 
-@frees_trainer_memory
 def run_bld(parent: DeciLMForCausalLM, library: BlockLibrary, datamodule: L.LightningDataModule, *,
             mode: str = "decoupled", token_budget: int, ckpt_dir: str | Path,
             trainer_kwargs: dict[str, Any] | None = None, lr: float = 1e-4, weight_decay: float = 0.0,

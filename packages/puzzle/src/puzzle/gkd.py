@@ -33,7 +33,6 @@ from torch.utils.data import DataLoader
 
 from puzzle.checkpoint_io import FileCheckpointIO
 from puzzle.data import AustenDataModule, BatchStream
-from puzzle.trainer_memory import frees_trainer_memory
 
 
 def gkd_losses(child_out: Any, parent_out: Any, ids: torch.Tensor, *, hidden: str = "per_layer",
@@ -119,7 +118,6 @@ class GKDModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-@frees_trainer_memory
 def run_gkd(
     student: nn.Module,
     teacher: nn.Module,
