@@ -288,9 +288,9 @@ def test_another_objective_searches_again_without_rescoring(clean_run, copy_of_c
     assert problem.score_sense == "max"
     # A baseline's twin is left out where it is a child already listed, so which twins exist can differ between the
     # two objectives (the run's measured costs decide it); the targets' children exist under both.
-    before = clean_run.solutions()
-    assert {"puzzle-1.2x", "puzzle-1.5x"} <= before.keys() & pipe.solutions().keys()
-    for name, rec in pipe.solutions().items():  # objective = summed top-1 agreement of the chosen blocks
+    before, after = clean_run.solutions(), pipe.solutions()
+    assert {"puzzle-1.2x", "puzzle-1.5x"} <= before.keys() & after.keys()
+    for name, rec in after.items():  # objective = summed top-1 agreement of the chosen blocks
         assert rec["objective"] == pytest.approx(problem.solution_for(rec["choice"]).objective), name
         if name in before:
             assert rec["objective"] != pytest.approx(before[name]["objective"]), name
