@@ -17,6 +17,7 @@ killed-and-resumed run trains on the same batches as an uninterrupted one.
 
 from __future__ import annotations
 
+import csv
 import math
 import warnings
 from collections.abc import Sequence
@@ -171,14 +172,13 @@ def run_gkd(
 
 def _history(csv_paths: list[Path]) -> dict[str, Any]:
     """Per-step losses from the CSV logs of every attempt (a resumed step replaces the killed attempt's)."""
-    import csv
-
     by_step: dict[int, dict[str, float]] = {}
     for path in csv_paths:
-        for row in csv.DictReader(path.open()):
-            if row.get("train/loss"):
-                by_step[int(row["step"])] = {k.removeprefix("train/"): float(v) for k, v in row.items()
-                                             if v and k.startswith("train/")}
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                if row.get("train/loss"):
+                    by_step[int(row["step"])] = {k.removeprefix("train/"): float(v) for k, v in row.items()
+                                                 if v and k.startswith("train/")}
     history = [by_step[k] for k in sorted(by_step)]
     out: dict[str, Any] = {"history": history}
     if history:
