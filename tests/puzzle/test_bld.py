@@ -1,39 +1,22 @@
-"""Blockwise local distillation: lowers the normalised MSE (decoupled and coupled) and resumes from a checkpoint."""
+"""Blockwise local distillation: lowers the normalised MSE (decoupled and coupled) and resumes from a checkpoint to the
+library of an uninterrupted run."""
 
 from __future__ import annotations
 
 import lightning as L
 import pytest
 import torch
+from puzzle import bld
 from puzzle.bld import nmse_terms, run_bld
 from puzzle.block_config import BlockConfig
+from puzzle.data import AustenDataModule
 from puzzle.library import SearchSpace, build_library
 from puzzle.realize import realize
-from torch.utils.data import DataLoader
+from transformers import AutoTokenizer
 
 TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, vocab_size=128, max_position_embeddings=64, initializer_range=0.1)
 TRAINER = dict(accelerator="cpu", devices=1, enable_progress_bar=False, logger=False)
-
-
-class RandomTokens(L.LightningDataModule):
-    """Random token ids: {"input_ids": LongTensor[B, T]} batches (train and held out)."""
-
-    def __init__(self, batch_size: int = 4, seq_len: int = 16) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.batch_size, self.tokens_per_batch = batch_size, batch_size * seq_len
-        self.train = torch.randint(0, 128, (64, seq_len), generator=g)
-        self.heldout = torch.randint(0, 128, (8, seq_len), generator=g)
-
-    def _loader(self, rows: torch.Tensor) -> DataLoader:
-        return DataLoader([{"input_ids": r} for r in rows], batch_size=self.batch_size)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.heldout)
 
 
 class CountSteps(L.Callback):
@@ -45,8 +28,14 @@ class CountSteps(L.Callback):
 
 
 @pytest.fixture(scope="module")
-def parent(load_tiny_llama):
-    return load_tiny_llama(TINY)
+def dm(tiny_parent, austen_texts):
+    """Austen batches of 4 x 16 tokens from the word-level tokenizer of the shared tiny parent."""
+    return AustenDataModule(AutoTokenizer.from_pretrained(tiny_parent), seq_len=16, batch_size=4, texts=austen_texts)
+
+
+@pytest.fixture(scope="module")
+def parent(load_tiny_llama, dm):
+    return load_tiny_llama({**TINY, "vocab_size": len(dm.tokenizer)})
 
 
 def small_library(parent):
@@ -60,11 +49,10 @@ def test_nmse_terms():
     assert (err.item(), ref.item()) == (4.0, 2.0)
 
 
-def test_decoupled_bld_lowers_nmse_and_resumes(parent, tmp_path, no_in_memory_checkpoints):
+def test_decoupled_bld_lowers_nmse_and_resumes(parent, dm, tmp_path, no_in_memory_checkpoints):
     L.seed_everything(0)
     lib = small_library(parent)
     untouched = {k: v.clone() for k, v in lib.state_dict().items() if "gqa_kv2" in k or "ffn_64" in k}
-    dm = RandomTokens()
     first = CountSteps()
     _, m1 = run_bld(parent, lib, dm, token_budget=12 * dm.tokens_per_batch, ckpt_dir=tmp_path, lr=3e-3,
                     trainer_kwargs={**TRAINER, "callbacks": [first]}, ckpt_every=4)
@@ -88,10 +76,9 @@ def test_decoupled_bld_lowers_nmse_and_resumes(parent, tmp_path, no_in_memory_ch
         assert torch.equal(lib2.state_dict()[k], v), k
 
 
-def test_coupled_bld_trains_whole_blocks(parent, tmp_path):
+def test_coupled_bld_trains_whole_blocks(parent, dm, tmp_path):
     L.seed_everything(0)
     lib = small_library(parent)
-    dm = RandomTokens()
     _, m = run_bld(parent, lib, dm, mode="coupled", token_budget=15 * dm.tokens_per_batch, ckpt_dir=tmp_path,
                    lr=3e-3, trainer_kwargs=TRAINER)
     # 3 attention x 4 ffn variants per layer, minus the all-parent pair
@@ -108,3 +95,31 @@ def test_coupled_bld_trains_whole_blocks(parent, tmp_path):
     child = realize(parent, [parent.config.parent_block_config(), BlockConfig(a, f)], lib)
     torch.testing.assert_close(child.model.layers[1].self_attn.k_proj.weight, attn.self_attn.k_proj.weight)
     torch.testing.assert_close(child.model.layers[1].mlp.up_proj.weight, ffn.mlp.up_proj.weight)
+
+
+def test_killed_bld_resumes_to_the_library_of_an_uninterrupted_run(parent, dm, tmp_path, monkeypatch,
+                                                                     no_in_memory_checkpoints):
+    budget = 8 * dm.tokens_per_batch
+    clean = small_library(parent)
+    run_bld(parent, clean, dm, token_budget=budget, ckpt_dir=tmp_path / "clean", lr=3e-3, trainer_kwargs=TRAINER)
+
+    real_step = bld.BLDModule.training_step
+
+    def dies_at_step_5(self, ids, batch_idx):
+        if self.trainer.global_step == 5:
+            raise KeyboardInterrupt("killed")
+        return real_step(self, ids, batch_idx)
+
+    monkeypatch.setattr(bld.BLDModule, "training_step", dies_at_step_5)
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        run_bld(parent, small_library(parent), dm, token_budget=budget, ckpt_dir=tmp_path / "run", lr=3e-3,
+                trainer_kwargs=TRAINER, ckpt_every=2)
+    monkeypatch.setattr(bld.BLDModule, "training_step", real_step)
+    resumed = small_library(parent)  # a fresh process would load the library stage's variants again
+    _, m = run_bld(parent, resumed, dm, token_budget=budget, ckpt_dir=tmp_path / "run", lr=3e-3,
+                   trainer_kwargs=TRAINER, ckpt_every=2)
+    assert m["steps"] == 8
+    for (name, a), (_, b) in zip(clean.state_dict().items(), resumed.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)  # steps 5-8 saw the batches an uninterrupted run sees there
+    init = small_library(parent).state_dict()
+    assert any(not torch.equal(v, init[k]) for k, v in clean.state_dict().items())  # trained, not two inits

@@ -18,7 +18,9 @@ skipped for the same reason.
 
 Scaling, precision and resuming are Lightning's: Trainer options pass through `trainer_kwargs` (accelerator,
 devices, strategy, num_nodes, precision, ...); `ModelCheckpoint` writes `last.ckpt` every `ckpt_every` steps and a
-rerun with the same `ckpt_dir` continues from it. The frozen parent is left out of checkpoints.
+rerun with the same `ckpt_dir` continues from it, on the batches the killed run had not reached
+(`AustenDataModule.train_stream`), so it ends with the library of an uninterrupted run. Each DDP rank trains on its
+own share of the budget's batches. The frozen parent is left out of checkpoints.
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
+from torch.utils.data import DataLoader
 
 from .block_config import BlockConfig
 from .checkpoint_io import FileCheckpointIO
+from .data import AustenDataModule
 from .library import BlockLibrary
 from .modeling_decilm import DeciLMForCausalLM
 
@@ -73,8 +77,9 @@ def parent_activations(parent: DeciLMForCausalLM, input_ids: torch.Tensor) -> li
 class BLDModule(L.LightningModule):
     """All trainable candidates of all layers; the parent is frozen and only provides targets."""
 
-    def __init__(self, parent: DeciLMForCausalLM, library: BlockLibrary, mode: str = "decoupled",
-                 lr: float = 1e-4, weight_decay: float = 0.0, warmup_steps: int = 0) -> None:
+    def __init__(self, parent: DeciLMForCausalLM, library: BlockLibrary, datamodule: AustenDataModule, *,
+                 token_budget: int, mode: str = "decoupled", lr: float = 1e-4, weight_decay: float = 0.0,
+                 warmup_steps: int = 0) -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"BLD mode must be one of {MODES}, got {mode!r}")
@@ -83,6 +88,7 @@ class BLDModule(L.LightningModule):
         # No dropout anywhere, so train/eval mode changes nothing; train mode keeps Lightning from warning.
         self.parent = parent.requires_grad_(False)
         self.library = library
+        self.data, self.token_budget = datamodule, token_budget
         self.mode, self.lr, self.weight_decay, self.warmup_steps = mode, lr, weight_decay, warmup_steps
         self.strict_loading = False  # checkpoints leave out the frozen parent
         self.library.requires_grad_(False)
@@ -137,8 +143,11 @@ class BLDModule(L.LightningModule):
             out[self.key(i, kind, name)] = nmse_terms(y, target)
         return out
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        terms = self._candidate_terms(_input_ids(batch))
+    def train_dataloader(self) -> DataLoader:
+        return self.data.train_stream(self.token_budget, self.trainer)
+
+    def training_step(self, ids: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        terms = self._candidate_terms(ids)
         nmse = {k: err / ref.clamp_min(1e-12) for k, (err, ref) in terms.items()}
         loss = torch.stack(list(nmse.values())).sum()
         self.log("bld/loss", loss, prog_bar=True)
@@ -148,8 +157,8 @@ class BLDModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val_sums = {}
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        for k, (err, ref) in self._candidate_terms(_input_ids(batch)).items():
+    def validation_step(self, ids: torch.Tensor, batch_idx: int) -> None:
+        for k, (err, ref) in self._candidate_terms(ids).items():
             s = torch.stack([err.detach(), ref.detach()])
             self._val_sums[k] = self._val_sums[k] + s if k in self._val_sums else s
 
@@ -181,18 +190,7 @@ class BLDModule(L.LightningModule):
             del sd[k]
 
 
-def _input_ids(batch: Any) -> torch.Tensor:
-    return batch["input_ids"] if isinstance(batch, dict) else batch
-
-
-def _tokens_per_batch(datamodule: L.LightningDataModule) -> int:
-    tpb = getattr(datamodule, "tokens_per_batch", None)
-    if tpb:
-        return int(tpb)
-    return int(_input_ids(next(iter(datamodule.train_dataloader()))).numel())
-
-
-def run_bld(parent: DeciLMForCausalLM, library: BlockLibrary, datamodule: L.LightningDataModule, *,
+def run_bld(parent: DeciLMForCausalLM, library: BlockLibrary, datamodule: AustenDataModule, *,
             mode: str = "decoupled", token_budget: int, ckpt_dir: str | Path,
             trainer_kwargs: dict[str, Any] | None = None, lr: float = 1e-4, weight_decay: float = 0.0,
             warmup_steps: int = 0, eval_batches: int = 4, ckpt_every: int = 100
@@ -207,12 +205,12 @@ def run_bld(parent: DeciLMForCausalLM, library: BlockLibrary, datamodule: L.Ligh
         raise ValueError(f"token_budget must be >= 1, got {token_budget}")
     ckpt_dir = Path(ckpt_dir)
     datamodule.setup("fit")
-    tpb = _tokens_per_batch(datamodule)
-    module = BLDModule(parent, library, mode=mode, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps)
+    module = BLDModule(parent, library, datamodule, token_budget=token_budget, mode=mode, lr=lr,
+                       weight_decay=weight_decay, warmup_steps=warmup_steps)
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
                                  every_n_train_steps=ckpt_every)
     kwargs: dict[str, Any] = {
-        "accelerator": "auto", "devices": "auto", "max_epochs": -1, "max_steps": max(1, math.ceil(token_budget / tpb)),
+        "accelerator": "auto", "devices": "auto", "max_epochs": -1,
         "limit_val_batches": eval_batches, "num_sanity_val_steps": 0, "enable_model_summary": False,
         "logger": CSVLogger(save_dir=str(ckpt_dir), name="logs"), "default_root_dir": str(ckpt_dir),
         "log_every_n_steps": 10, "plugins": [FileCheckpointIO()],  # no in-memory copy of a multi-GB checkpoint
@@ -220,20 +218,21 @@ def run_bld(parent: DeciLMForCausalLM, library: BlockLibrary, datamodule: L.Ligh
     kwargs.update(trainer_kwargs or {})
     kwargs["callbacks"] = [*kwargs.get("callbacks", []), checkpoint]
     trainer = L.Trainer(**kwargs)
-    # The budget counts tokens over all ranks: each optimizer step consumes one batch per rank.
-    trainer.fit_loop.epoch_loop.max_steps = max(1, math.ceil(token_budget / (tpb * trainer.world_size)))
+    # The budget counts tokens over all ranks: each optimizer step consumes one batch per rank, and the ranks split
+    # the budget's batches evenly (a remainder of fewer batches than ranks is left out).
+    world = trainer.world_size
+    trainer.fit_loop.epoch_loop.max_steps = max(1, datamodule.num_train_batches(token_budget) // world)
 
     val = datamodule.val_dataloader()
     trainer.validate(module, dataloaders=val, verbose=False)
     nmse_init = dict(module.heldout_nmse)
     last = ckpt_dir / "last.ckpt"
-    trainer.fit(module, train_dataloaders=datamodule.train_dataloader(),
-                ckpt_path=str(last) if last.exists() else None)
+    trainer.fit(module, ckpt_path=str(last) if last.exists() else None)  # batches: `BLDModule.train_dataloader`
     trainer.save_checkpoint(last)  # the final state too, so a rerun after completion trains nothing
     trainer.validate(module, dataloaders=val, verbose=False)
     library.requires_grad_(False).eval()
     metrics = {
-        "mode": mode, "steps": trainer.global_step, "tokens": trainer.global_step * tpb * trainer.world_size,
+        "mode": mode, "steps": trainer.global_step, "tokens": trainer.global_step * datamodule.tokens_per_batch * world,
         "token_budget": token_budget, "lr": lr, "nmse_init": nmse_init, "nmse": dict(module.heldout_nmse),
     }
     return library, metrics

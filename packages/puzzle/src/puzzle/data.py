@@ -92,7 +92,8 @@ class AustenDataModule(L.LightningDataModule):
 
     tokenizer: the parent's tokenizer (a `transformers` tokenizer with `get_vocab`).
     texts: title -> full text; defaults to `benchmarks.data.load_austen(data_dir)`.
-    train_tokens: token budget of one `train_dataloader()` (BLD/GKD); None = one pass over the training chunks.
+    train_tokens: token budget of one `train_dataloader()`; None = one pass over the training chunks. (BLD and GKD
+        ask `train_stream` for a budget of their own.)
     """
 
     def __init__(
@@ -217,7 +218,20 @@ class AustenDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """`train_tokens` worth of training batches (Lightning stops after this many steps per epoch)."""
-        return DataLoader(BatchStream(self, self.train_tokens), batch_size=None)
+        return self.train_stream(self.train_tokens)
+
+    def train_stream(self, tokens: int | None, trainer: L.Trainer | None = None) -> DataLoader:
+        """The training batches of a `tokens` budget that `trainer`'s fit has still to train on.
+
+        Called from a LightningModule's `train_dataloader` hook, which Lightning runs after restoring a checkpoint:
+        a resumed fit then starts past the batches it has already trained on (and ends with the weights of an
+        uninterrupted one), and each DDP rank takes its own share of the budget's batches.
+        """
+        if trainer is None:
+            return DataLoader(BatchStream(self, tokens), batch_size=None)
+        seen = trainer.global_step * trainer.accumulate_grad_batches * trainer.world_size
+        return DataLoader(BatchStream(self, tokens, start=seen, rank=trainer.global_rank,
+                                      world_size=trainer.world_size), batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(ChunkDataset(self._heldout_half("test")), batch_size=self.batch_size, shuffle=False)

@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from puzzle.checkpoint_io import FileCheckpointIO
-from puzzle.data import AustenDataModule, BatchStream
+from puzzle.data import AustenDataModule
 
 
 def gkd_losses(child_out: Any, parent_out: Any, ids: torch.Tensor, *, hidden: str = "per_layer",
@@ -79,12 +79,7 @@ class GKDModule(L.LightningModule):
         self.student.train()
 
     def train_dataloader(self) -> DataLoader:
-        # Skip what a resumed run has already trained on; each DDP rank takes its own share of the batches.
-        trainer = self.trainer
-        seen = trainer.global_step * trainer.accumulate_grad_batches * trainer.world_size
-        stream = BatchStream(self.data, self.token_budget, start=seen, rank=trainer.global_rank,
-                             world_size=trainer.world_size)
-        return DataLoader(stream, batch_size=None)
+        return self.data.train_stream(self.token_budget, self.trainer)
 
     def training_step(self, ids: torch.Tensor, batch_idx: int) -> torch.Tensor:
         with torch.no_grad():

@@ -454,9 +454,7 @@ class Pipeline:
         cfg = dict(self.config["bld"])
         mode, budget, every = cfg.pop("mode"), cfg.pop("token_budget"), cfg.pop("checkpoint_every")
         library = self.library("library")
-        dm = self.datamodule()
-        dm.train_tokens = budget  # one stream of exactly the BLD budget
-        library, metrics = run_bld(parent, library, dm, mode=mode, token_budget=budget,
+        library, metrics = run_bld(parent, library, self.datamodule(), mode=mode, token_budget=budget,
                                    ckpt_dir=self.run.stage_dir("bld") / f"ckpt-{h}", ckpt_every=every,
                                    trainer_kwargs=self.trainer_kwargs("[bld]"), **cfg)
         if self.is_main:  # every rank holds the same trained library
