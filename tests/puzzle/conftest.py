@@ -8,6 +8,7 @@ Fixtures: `austen_texts` (title -> text), `tiny_parent` (session-wide parent fol
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,23 @@ def no_in_memory_checkpoints(monkeypatch):
         raise AssertionError("checkpoint serialised in memory (Lightning's TorchCheckpointIO), not streamed to disk")
 
     monkeypatch.setattr(torch_io, "_atomic_save", in_memory)
+
+
+@pytest.fixture
+def kill_fit_at_step(monkeypatch):
+    """`with kill_fit_at_step(ModuleClass, k):` a fit of that LightningModule dies, as from Ctrl-C, at global step k."""
+
+    @contextmanager
+    def kill(module_cls, step: int):
+        real = module_cls.training_step
+
+        def dying(self, batch, batch_idx):
+            if self.trainer.global_step == step:
+                raise KeyboardInterrupt("killed")
+            return real(self, batch, batch_idx)
+
+        with monkeypatch.context() as m:
+            m.setattr(module_cls, "training_step", dying)
+            yield
+
+    return kill

@@ -97,24 +97,14 @@ def test_coupled_bld_trains_whole_blocks(parent, dm, tmp_path):
     torch.testing.assert_close(child.model.layers[1].mlp.up_proj.weight, ffn.mlp.up_proj.weight)
 
 
-def test_killed_bld_resumes_to_the_library_of_an_uninterrupted_run(parent, dm, tmp_path, monkeypatch,
+def test_killed_bld_resumes_to_the_library_of_an_uninterrupted_run(parent, dm, tmp_path, kill_fit_at_step,
                                                                      no_in_memory_checkpoints):
     budget = 8 * dm.tokens_per_batch
     clean = small_library(parent)
     run_bld(parent, clean, dm, token_budget=budget, ckpt_dir=tmp_path / "clean", lr=3e-3, trainer_kwargs=TRAINER)
-
-    real_step = bld.BLDModule.training_step
-
-    def dies_at_step_5(self, ids, batch_idx):
-        if self.trainer.global_step == 5:
-            raise KeyboardInterrupt("killed")
-        return real_step(self, ids, batch_idx)
-
-    monkeypatch.setattr(bld.BLDModule, "training_step", dies_at_step_5)
-    with pytest.raises((KeyboardInterrupt, SystemExit)):
+    with kill_fit_at_step(bld.BLDModule, 5), pytest.raises((KeyboardInterrupt, SystemExit)):
         run_bld(parent, small_library(parent), dm, token_budget=budget, ckpt_dir=tmp_path / "run", lr=3e-3,
                 trainer_kwargs=TRAINER, ckpt_every=2)
-    monkeypatch.setattr(bld.BLDModule, "training_step", real_step)
     resumed = small_library(parent)  # a fresh process would load the library stage's variants again
     _, m = run_bld(parent, resumed, dm, token_budget=budget, ckpt_dir=tmp_path / "run", lr=3e-3,
                    trainer_kwargs=TRAINER, ckpt_every=2)

@@ -60,27 +60,16 @@ def test_gkd_lowers_the_distillation_loss(setup, tmp_path):
     assert _loss(child, parent, batches) < 0.9 * before
 
 
-def test_killed_gkd_resumes_to_the_same_weights(setup, tmp_path, monkeypatch, no_in_memory_checkpoints):
+def test_killed_gkd_resumes_to_the_same_weights(setup, tmp_path, kill_fit_at_step, no_in_memory_checkpoints):
     parent, dm = setup
     budget = 6 * dm.tokens_per_batch
     clean = _child(parent)
     run_gkd(clean, parent, dm, token_budget=budget, ckpt_dir=tmp_path / "clean", lr=3e-3, checkpoint_every=2,
             trainer_kwargs=TRAINER)
-
-    real_step = gkd.GKDModule.training_step
-
-    def dies_at_step_5(self, ids, batch_idx):
-        if self.trainer.global_step == 5:
-            raise KeyboardInterrupt("killed")
-        return real_step(self, ids, batch_idx)
-
-    monkeypatch.setattr(gkd.GKDModule, "training_step", dies_at_step_5)
-    killed = _child(parent)
-    with pytest.raises((KeyboardInterrupt, SystemExit)):
-        run_gkd(killed, parent, dm, token_budget=budget, ckpt_dir=tmp_path / "run", lr=3e-3, checkpoint_every=2,
-                trainer_kwargs=TRAINER)
+    with kill_fit_at_step(gkd.GKDModule, 5), pytest.raises((KeyboardInterrupt, SystemExit)):
+        run_gkd(_child(parent), parent, dm, token_budget=budget, ckpt_dir=tmp_path / "run", lr=3e-3,
+                checkpoint_every=2, trainer_kwargs=TRAINER)
     assert (tmp_path / "run" / "last.ckpt").exists()
-    monkeypatch.setattr(gkd.GKDModule, "training_step", real_step)
     resumed = _child(parent)  # a fresh process would rebuild the child from the realize stage
     metrics = run_gkd(resumed, parent, dm, token_budget=budget, ckpt_dir=tmp_path / "run", lr=3e-3,
                       checkpoint_every=2, trainer_kwargs=TRAINER)
