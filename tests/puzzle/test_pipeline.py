@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -421,6 +422,10 @@ def test_datamodule_split_budget_and_token_cache(tmp_path, tiny_parent, austen_t
     assert torch.equal(torch.stack(batches[5:9]), torch.stack(list(dm.train_batches(9 * 16, start=5))))
     ranks = [list(BatchStream(dm, 6 * 16, rank=r, world_size=2)) for r in (0, 1)]
     assert [len(r) for r in ranks] == [3, 3] and torch.equal(ranks[1][0], batches[1])
+    # what BLD and GKD train on: rank 1 of two, resumed after 2 steps of 2 accumulated batches per rank (8 seen)
+    trainer = SimpleNamespace(global_step=2, accumulate_grad_batches=2, world_size=2, global_rank=1)
+    rest = list(dm.train_stream(12 * 16, trainer))
+    assert len(rest) == 2 and all(torch.equal(a, b) for a, b in zip(rest, batches[9:12:2], strict=True))
 
     def no_tokenising(*args):
         raise AssertionError("tokenised again despite the cache")
