@@ -86,7 +86,7 @@ def test_coupled_bld_trains_whole_blocks(parent, dm, tmp_path):
     assert sum(m["nmse"].values()) < 0.7 * sum(m["nmse_init"].values())
     for k, v in m["nmse"].items():
         # blocks far from the parent must improve; near-parent pairs (e.g. parent attention + no-op FFN, which
-        # has to absorb the FFN's job) may only stay level on held-out random tokens after 15 steps
+        # has to absorb the FFN's job) may only stay level on the held-out text after 15 steps
         assert v < m["nmse_init"][k] if m["nmse_init"][k] > 0.5 else v < 1.05 * m["nmse_init"][k], k
     a, f = lib.attention_config("gqa_kv1"), lib.ffn_config("ffn_32")
     attn, ffn = lib.block(1, BlockConfig(a, f))
