@@ -6,33 +6,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmarks.registry import PROFILES
+from benchmarks.bench_command import add_bench_arguments
 from benchmarks.runner import DEFAULT_RESULTS
 
 
 def _run(args: argparse.Namespace) -> int:
-    from benchmarks.registry import discover_tasks, select_tasks
-    from benchmarks.report import write_report
-    from benchmarks.runner import TasksFailed, run_tasks
+    from benchmarks.bench_command import run_bench
+    from benchmarks.registry import discover_tasks
 
     tasks, errors = discover_tasks()
-    tasks = select_tasks(tasks, args.only)
     # a package that fails to load matters only when the run asked for it (or for everything)
-    errors = [m for name, m in errors.items() if not args.only or any(o.split(".")[0] == name for o in args.only)]
-    for message in errors:
-        print(f"error: {message}", file=sys.stderr)
-    status = 1 if errors else 0
-    try:
-        run_tasks(
-            tasks, profile=args.profile, device=args.device, results_path=args.results,
-            data_dir=args.data_dir, threads=args.threads,
-        )
-    except TasksFailed as err:
-        print(f"error: {err}", file=sys.stderr)
-        status = 1
-    report = write_report(args.results, args.report_dir or args.results.parent)
-    print(f"report: {report}")
-    return status
+    wanted = [m for name, m in errors.items() if not args.only or any(o.split(".")[0] == name for o in args.only)]
+    return run_bench(args, tasks, wanted)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -72,14 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
 
     run = sub.add_parser("run", help="run the registered tasks, append results, write the report")
-    run.add_argument("--profile", choices=list(PROFILES), default="quick",
-                     help="quick: minutes on a laptop CPU; cpu: about 1.5 hours on a CPU (tasks without cpu "
-                          "budgets run quick); full: the papers' protocols, for GPU runners")
-    run.add_argument("--only", nargs="+", default=None, help="task names or methods to run (default: all)")
-    run.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="JSONL results file (appended)")
-    run.add_argument("--report-dir", type=Path, default=None, help="where report.md and plots go (default: beside results)")
-    run.add_argument("--data-dir", type=Path, default=None, help="data cache (default: $EFFINFER_DATA or ~/.cache/effinfer)")
-    common(run)
+    add_bench_arguments(run)
     run.set_defaults(func=_run)
 
     rep = sub.add_parser("report", help="write report.md and plots from a results file")

@@ -97,14 +97,13 @@ def _summary(quality: dict[str, float], cost: dict[str, Any], throughput_key: st
 
 
 def discover_tasks() -> tuple[list[Task], dict[str, str]]:
-    """The yardstick's own sample task plus every task that installed packages register.
+    """Every task that installed packages register (the harness's own sample task among them).
 
     Returns the tasks and, per entry-point name, the error of a package whose tasks could not be loaded, so one broken package
     neither hides the others nor passes silently.
     """
-    from benchmarks.sample_task import tasks as sample_tasks
-
-    found, errors = list(sample_tasks()), {}
+    found: list[Task] = []
+    errors: dict[str, str] = {}
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         try:
             found.extend(ep.load()())
@@ -118,11 +117,18 @@ def discover_tasks() -> tuple[list[Task], dict[str, str]]:
 
 
 def select_tasks(tasks: list[Task], only: list[str] | None) -> list[Task]:
-    """Keep the tasks whose name or method matches one of ``only`` (prefix match, e.g. ``geoad``)."""
+    """Keep the tasks whose name or method matches one of ``only`` (``geoad`` picks every ``geoad.*`` task).
+
+    Every entry of ``only`` must match a task: a typo is an error that lists the known names, not a silent no-op.
+    """
     if not only:
         return tasks
-    chosen = [t for t in tasks if any(t.name == o or t.method == o or t.name.startswith(o + ".") for o in only)]
-    if not chosen:
+
+    def matches(task: Task, name: str) -> bool:
+        return task.name == name or task.method == name or task.name.startswith(name + ".")
+
+    unknown = [name for name in only if not any(matches(t, name) for t in tasks)]
+    if unknown:
         known = ", ".join(t.name for t in tasks)
-        raise ValueError(f"--only {' '.join(only)} matches no task; known tasks: {known}")
-    return chosen
+        raise ValueError(f"--only {' '.join(unknown)}: no such task; known tasks: {known}")
+    return [t for t in tasks if any(matches(t, name) for name in only)]

@@ -6,7 +6,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks.results import read_records, write_atomic
+from benchmarks.results import read_records
+from effinfer_core.atomic import write_atomic
 
 # (cost key, column title, format); a column is shown when any record of the task has the key.
 COST_COLUMNS = [
@@ -161,3 +162,27 @@ def write_report(results_path: Path, out_dir: Path) -> Path:
     report = out_dir / "report.md"
     write_atomic(report, "\n".join(lines) + "\n")
     return report
+
+
+def summary_lines(results_path: Path, task_names: list[str]) -> list[str]:
+    """What a run found, one line per task: its best and its fastest variant (newest record of each)."""
+    latest = [r for r in latest_records(read_records(results_path)) if r["task"] in task_names]
+    lines = []
+    for task in task_names:
+        recs = [r for r in latest if r["task"] == task]
+        if not recs:
+            lines.append(f"{task}: no records")
+            continue
+        qkey, tkey, higher = _axes(recs[0])
+        rated = [r for r in recs if r["quality"].get(qkey) is not None]
+        timed = [r for r in recs if r["cost"].get(tkey) is not None]
+        parts = [f"{len(recs)} variants"]
+        if rated:
+            best = (max if higher else min)(rated, key=lambda r: r["quality"][qkey])
+            parts.append(f"best {qkey} {best['quality'][qkey]:.4g} ({best['variant']})")
+        if timed:
+            fastest = max(timed, key=lambda r: r["cost"][tkey])
+            parts.append(f"fastest {fastest['cost'][tkey]:.4g} {tkey} ({fastest['variant']})")
+        lines.append(f"{task}: " + ", ".join(parts))
+    return lines
+

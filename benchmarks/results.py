@@ -6,96 +6,24 @@ original, so an interrupted write leaves either the old file or the new one, nev
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import json
-import os
 import platform
-import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from effinfer_core.atomic import locked, write_atomic
+
 _VERSIONED = ("torch", "torchvision", "transformers", "timm", "lightning", "pulp", "scikit-learn", "numpy")
-
-
-def write_atomic(path: str | Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename: readers see the old or the new file."""
-    with atomic_file(path) as tmp, open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-
-
-@contextmanager
-def atomic_file(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary file path beside ``path`` to write; when the block succeeds the file is synced to disk and
-    renamed over ``path``, on failure it is removed and ``path`` is untouched. For writers that stream to a path
-    (``torch.save``) instead of holding the whole content in memory."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; the result should read like any file the user writes
-        yield tmp
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _current_umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
-@contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; when the block succeeds it replaces ``path`` whole.
-
-    An existing folder is moved aside first and deleted after the swap, so ``path`` is always the old folder or the
-    complete new one; on failure the temporary folder is removed and ``path`` is untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_current_umask())  # mkdtemp makes 0700; the result should read like any folder
-    try:
-        yield tmp
-        old = path.with_name(f".{path.name}.old-{os.getpid()}") if path.exists() else None
-        if old is not None:
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-@contextmanager
-def _locked(path: Path):
-    """Serialise appends from several processes (a lock file beside the results file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def append_record(path: str | Path, record: dict[str, Any]) -> None:
     path = Path(path)
     line = json.dumps(record, sort_keys=True, allow_nan=False) + "\n"
-    with _locked(path):
+    with locked(path):
         old = path.read_bytes() if path.exists() else b""
         if old and not old.endswith(b"\n"):
             raise ValueError(f"{path} does not end with a newline: it was not written by this module; fix or move it")

@@ -60,29 +60,6 @@ def bf16_supported(device: torch.device | str) -> bool:
     return False
 
 
-def bf16_training_fast(device: torch.device | str) -> bool:
-    """Whether bf16-mixed training beats fp32 here: a CUDA device with bf16, or a CPU with AMX tiles.
-
-    Native bf16 dot products (AVX512-BF16) alone are not enough: on a 2-core Xeon without AMX, a SmolLM2-sized
-    FFN trained 1.5-1.9x slower in bf16-mixed than in fp32 (Puzzle README, "Training precision").
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private, so looked up, not assumed
-        return bool(amx is not None and amx())
-    return False
-
-
-def training_precision(accelerator: str = "auto") -> str:
-    """Lightning precision for `accelerator` ("auto", "cpu", "gpu"/"cuda"): bf16-mixed where it is fast, else 32-true."""
-    if accelerator == "auto":
-        accelerator = "cuda" if torch.cuda.is_available() else "cpu"
-    device = {"gpu": "cuda", "cuda": "cuda", "cpu": "cpu"}.get(accelerator)
-    return "bf16-mixed" if device is not None and bf16_training_fast(device) else "32-true"
-
-
 def autocast(device: torch.device | str, enabled: bool = True) -> contextlib.AbstractContextManager:
     """bf16 autocast where the device supports it, a no-op context otherwise."""
     device = torch.device(device)

@@ -39,7 +39,12 @@ def test_report_on_missing_results_is_a_clear_error(tmp_path, capsys):
 
 def test_unknown_task_is_a_clear_error(tmp_path, capsys):
     assert main(["run", "--only", "nosuchtask", "--results", str(tmp_path / "r.jsonl")]) == 2
-    assert "matches no task" in capsys.readouterr().err
+    assert "nosuchtask: no such task; known tasks: " in capsys.readouterr().err
+    # one typo among real names is refused too (it used to run the real ones and drop the typo silently)
+    assert main(["run", "--only", "yardstick", "yardstik", "--results", str(tmp_path / "r.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "--only yardstik: no such task" in err and "yardstick.sample" in err
+    assert not (tmp_path / "r.jsonl").exists()  # nothing ran
 
 
 def test_write_report_needs_records(tmp_path):

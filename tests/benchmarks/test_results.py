@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from benchmarks import results
 from benchmarks.results import append_record, make_record, read_records
+from effinfer_core import atomic
 
 
 def _record(i: int) -> dict:
@@ -41,7 +41,7 @@ def test_interrupted_append_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
     def interrupted(src, dst):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(results.os, "replace", interrupted)
+    monkeypatch.setattr(atomic.os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
         append_record(path, _record(2))
     assert path.read_bytes() == before
@@ -80,36 +80,3 @@ def test_foreign_file_without_newline_is_refused(tmp_path):
         append_record(path, _record(1))
 
 
-def test_atomic_file_replaces_whole_or_not_at_all(tmp_path):
-    from benchmarks.results import atomic_file
-
-    target = tmp_path / "out.bin"
-    with atomic_file(target) as tmp:
-        tmp.write_bytes(b"first")
-    with pytest.raises(RuntimeError), atomic_file(target) as tmp:
-        tmp.write_bytes(b"ha")
-        raise RuntimeError("killed mid-write")
-    assert target.read_bytes() == b"first"  # untouched
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]  # no temporary file left
-
-
-def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
-    from benchmarks.results import atomic_dir
-
-    target = tmp_path / "out"
-    with atomic_dir(target) as tmp:
-        (tmp / "a.txt").write_text("first")
-    assert (target / "a.txt").read_text() == "first"
-
-    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
-        (tmp / "a.txt").write_text("half")
-        raise RuntimeError("killed mid-write")
-    assert (target / "a.txt").read_text() == "first"  # untouched
-
-    with atomic_dir(target) as tmp:
-        (tmp / "b.txt").write_text("second")
-    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]  # replaced whole, not merged
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temp or old folders left
-    umask = os.umask(0o022)
-    os.umask(umask)
-    assert target.stat().st_mode & 0o777 == 0o777 & ~umask  # mkdtemp's 0700 is not kept

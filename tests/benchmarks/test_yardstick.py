@@ -11,7 +11,6 @@ from benchmarks.yardstick import (
     measure,
     select_device,
     time_fn,
-    training_precision,
 )
 
 
@@ -87,11 +86,3 @@ def test_device_selection():
             select_device("cuda")
 
 
-@pytest.mark.parametrize("amx", [True, False])
-def test_training_precision_is_bf16_only_where_the_cpu_has_amx(monkeypatch, amx):
-    # AVX512-BF16 without AMX trained slower in bf16-mixed than in fp32, so only AMX earns bf16-mixed on a CPU
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
-    assert training_precision("cpu") == ("bf16-mixed" if amx else "32-true")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert training_precision("auto") == training_precision("cpu")
-    assert training_precision("mps") == "32-true"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from geoad.data import GeoADDataModule
-from geoad.detector import FitConfig, GeoADDetector
 
 from benchmarks.data import load_fashion_mnist
+from geoad.data import GeoADDataModule
+from geoad.detector import FitConfig, GeoADDetector
 
 NORMAL = 1  # trousers: a shape the 8 flip/rotation transformations tell apart within a few hundred steps
 

@@ -3,10 +3,10 @@ import shutil
 
 import pytest
 import torch
-from geoad.cli import build_parser, main
-from geoad.detector import GeoADDetector
 
 from benchmarks.data import foolbox_samples
+from geoad.cli import build_parser, main
+from geoad.detector import GeoADDetector
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,9 @@ import shutil
 
 import pytest
 import torch
+from torch.utils.data import DataLoader
+
+from benchmarks.data import foolbox_samples
 from geoad.data import (
     DataError,
     GeoADDataModule,
@@ -13,9 +16,6 @@ from geoad.data import (
     normal_training_images,
     read_image_folder,
 )
-from torch.utils.data import DataLoader
-
-from benchmarks.data import foolbox_samples
 
 
 def test_self_labelled_epoch_visits_every_pair_once():

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+
 from geoad.detector import ArtifactError, GeoADDetector
 from geoad.metrics import auroc
 

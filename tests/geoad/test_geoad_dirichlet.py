@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from geoad.dirichlet import dirichlet_normality, fit_dirichlet, inv_digamma, simplified_normality
 
 

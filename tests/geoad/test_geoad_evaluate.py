@@ -1,6 +1,7 @@
 import json
 
 import torch
+
 from geoad.cli import main
 from geoad.data import load_dataset
 from geoad.evaluate import EvalConfig, load_test_split

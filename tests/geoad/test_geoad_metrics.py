@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
 from geoad.evaluate import one_vs_rest
 from geoad.metrics import anomaly_metrics, auroc, average_precision, mean_sem
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

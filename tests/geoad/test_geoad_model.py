@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from geoad.torch_model import WideResNet, create_model
 
 

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 import torch
-from geoad.transforms import NAMED_SETS, Preprocessing, Transform, TransformSet
 from PIL import Image
 
 from benchmarks.data import foolbox_samples
+from geoad.transforms import NAMED_SETS, Preprocessing, Transform, TransformSet
 
 
 def reference(img: np.ndarray, t: Transform) -> np.ndarray:

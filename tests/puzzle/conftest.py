@@ -132,8 +132,9 @@ def make_tiny_parent():
 @pytest.fixture(scope="session")
 def load_tiny_llama(tmp_path_factory):
     """Factory: a seeded random LlamaForCausalLM of the given config, saved and loaded back as a DeciLM parent."""
-    from puzzle.parent import load_parent
     from transformers import LlamaConfig, LlamaForCausalLM
+
+    from puzzle.parent import load_parent
 
     def load(config: dict):
         torch.set_num_threads(1)

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+
 from puzzle.baselines import block_influence, homogeneous_choices, shortgpt_choice, uniform_choice
 from puzzle.search import InfeasibleTargetError, SearchProblem, solve, synthetic_problem
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from transformers import AutoTokenizer
+
 from puzzle import bld
 from puzzle.bld import nmse_terms, run_bld
 from puzzle.block_config import BlockConfig
 from puzzle.data import AustenDataModule
 from puzzle.library import SearchSpace, build_library
 from puzzle.realize import realize
-from transformers import AutoTokenizer
 
 TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, vocab_size=128, max_position_embeddings=64, initializer_range=0.1)

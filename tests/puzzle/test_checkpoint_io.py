@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from puzzle.checkpoint_io import FileCheckpointIO
 
 

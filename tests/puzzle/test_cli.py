@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+
 from puzzle.cli import main
 from puzzle.pipeline import Pipeline, load_config
 

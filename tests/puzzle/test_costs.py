@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from puzzle.block_config import AttentionConfig, BlockConfig, FFNConfig
 from puzzle.costs import (
     CostTable,

@@ -8,11 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from puzzle.pipeline import STAGES
-from puzzle.run_folder import RunFolder, file_hash
-
 from benchmarks.data.austen import TITLES
 from benchmarks.data.source import MANIFEST
+from puzzle.pipeline import STAGES
+from puzzle.run_folder import RunFolder, file_hash
 
 
 def _austen_root(root: Path, texts: dict[str, str]) -> Path:

@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+
 from puzzle.costs import Scenario
 from puzzle.evaluate import evaluate_models
 from puzzle.parent import load_parent

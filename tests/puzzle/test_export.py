@@ -6,11 +6,6 @@ import json
 
 import pytest
 import torch
-from puzzle.block_config import BlockConfig
-from puzzle.export import export_child
-from puzzle.library import SearchSpace, build_library
-from puzzle.parent import load_parent
-from puzzle.realize import realize
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     AutoModelForCausalLM,
@@ -19,6 +14,12 @@ from transformers import (
     LlamaForCausalLM,
     PreTrainedTokenizerFast,
 )
+
+from puzzle.block_config import BlockConfig
+from puzzle.export import export_child
+from puzzle.library import SearchSpace, build_library
+from puzzle.parent import load_parent
+from puzzle.realize import realize
 
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=2, vocab_size=256, max_position_embeddings=64, initializer_range=0.1,

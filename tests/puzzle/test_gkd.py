@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+
 from puzzle import gkd
 from puzzle.block_config import BlockConfig, FFNConfig
 from puzzle.data import AustenDataModule

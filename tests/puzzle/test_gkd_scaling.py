@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+
 from puzzle.pipeline import STAGES, ConfigError, Pipeline, load_config
 
 SCRIPT = Path(__file__).parents[2] / "packages" / "puzzle" / "scripts" / "gkd_scaling.py"

@@ -6,6 +6,8 @@ import copy
 
 import pytest
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
 from puzzle.bld import parent_activations
 from puzzle.library import (
     BlockLibrary,
@@ -19,7 +21,6 @@ from puzzle.library import (
     init_reduced_ffn,
 )
 from puzzle.parent import load_parent
-from transformers import LlamaConfig, LlamaForCausalLM
 
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, vocab_size=256, max_position_embeddings=64, initializer_range=0.1)

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from puzzle.block_config import AttentionConfig, BlockConfig, FFNConfig, ffn_mult_to_intermediate_size
-from puzzle.configuration_decilm import DeciLMConfig
-from puzzle.modeling_decilm import DeciLMForCausalLM
-from puzzle.parent import NotLlamaFamilyError, load_parent, parent_fingerprint
 from transformers import GPT2Config, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 from transformers.cache_utils import DynamicCache
 
 from benchmarks.data import get_source
+from puzzle.block_config import AttentionConfig, BlockConfig, FFNConfig, ffn_mult_to_intermediate_size
+from puzzle.configuration_decilm import DeciLMConfig
+from puzzle.modeling_decilm import DeciLMForCausalLM
+from puzzle.parent import NotLlamaFamilyError, load_parent, parent_fingerprint
 
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=2, vocab_size=256, max_position_embeddings=128, initializer_range=0.1)

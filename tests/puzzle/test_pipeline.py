@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+
 from puzzle.pipeline import (
     STAGES,
     UNHASHED,
@@ -401,9 +402,10 @@ def test_shipped_configs_load():
 
 
 def test_datamodule_split_budget_and_token_cache(tmp_path, tiny_parent, austen_texts, monkeypatch):
+    from transformers import AutoTokenizer
+
     from puzzle import data
     from puzzle.data import AustenDataModule, BatchStream
-    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_parent)
     dm = AustenDataModule(tok, seq_len=8, batch_size=2, texts=austen_texts, cache_dir=tmp_path, seed=1)

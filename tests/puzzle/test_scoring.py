@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+
 from puzzle import scoring
 from puzzle.block_config import AttentionConfig, FFNConfig
 from puzzle.data import AustenDataModule

@@ -5,6 +5,7 @@ import warnings
 import numpy as np
 import pulp
 import pytest
+
 from puzzle.search import (
     DiversityShortfallWarning,
     InfeasibleTargetError,

@@ -17,6 +17,7 @@ import argparse
 from pathlib import Path
 
 import torch
+
 from puzzle.evaluate import quality_metrics
 from puzzle.pipeline import ConfigError, Pipeline, load_config, run_config_path
 

@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+
 from puzzle.block_config import BlockConfig
 from puzzle.costs import additive_times, build_cost_table, measure_generations, runtime_ratio, with_blocks
 from puzzle.modeling_decilm import build_attention_block, build_ffn_block

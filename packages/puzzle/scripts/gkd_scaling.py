@@ -30,11 +30,11 @@ from typing import Any
 
 import lightning as L
 import torch
+
+from effinfer_core.atomic import write_atomic
 from puzzle.evaluate import quality_metrics
 from puzzle.gkd import run_gkd
 from puzzle.pipeline import ConfigError, Pipeline, load_config, run_config_path
-
-from benchmarks.results import write_atomic
 
 
 class HeldOutEval(L.Callback):

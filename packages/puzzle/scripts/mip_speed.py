@@ -11,6 +11,7 @@ import statistics
 import time
 
 import pulp
+
 from puzzle.search import SearchProblem, solve, synthetic_problem
 
 

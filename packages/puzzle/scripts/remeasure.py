@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 import torch
+
 from puzzle.block_config import BlockConfig
 from puzzle.costs import build_cost_table, measure_generations
 from puzzle.modeling_decilm import DeciLMForCausalLM, build_attention_block, build_ffn_block

@@ -93,8 +93,8 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from benchmarks.results import write_atomic
     from benchmarks.yardstick import select_device
+    from effinfer_core.atomic import write_atomic
     from geoad.detector import GeoADDetector
 
     detector = GeoADDetector.load(args.artifact, select_device(args.device))

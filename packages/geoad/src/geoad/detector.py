@@ -24,8 +24,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor, nn
 
-from benchmarks.results import write_atomic
 from benchmarks.yardstick import bf16_supported
+from effinfer_core.atomic import write_atomic
 from geoad.data import GeoADDataModule
 from geoad.dirichlet import dirichlet_normality, fit_dirichlet, simplified_normality
 from geoad.lightning_model import GeoADModel

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.results import write_atomic
+from effinfer_core.atomic import write_atomic
 from geoad.baselines import isolation_forest, ocsvm_hindsight, ocsvm_label_free, raw_features
 from geoad.data import GeoADDataModule, ImageData, load_dataset, resolve_class
 from geoad.detector import FitConfig, GeoADDetector

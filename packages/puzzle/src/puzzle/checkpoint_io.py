@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from benchmarks.results import atomic_file
+from effinfer_core.atomic import atomic_file
 
 
 class FileCheckpointIO(TorchCheckpointIO):

@@ -152,7 +152,7 @@ class AustenDataModule(L.LightningDataModule):
                                 for t in sorted(texts) if t != self.heldout_title])
         heldout = _tokenise(self.tokenizer, texts[self.heldout_title])
         if paths is not None:
-            from benchmarks.results import write_atomic
+            from effinfer_core.atomic import write_atomic
 
             for path, arr in zip(paths, (train, heldout), strict=True):
                 write_atomic(path, _npy_bytes(arr))

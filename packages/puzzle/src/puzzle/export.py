@@ -13,7 +13,7 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
-from benchmarks.results import atomic_dir
+from effinfer_core.atomic import atomic_dir
 
 from .modeling_decilm import DeciLMForCausalLM
 

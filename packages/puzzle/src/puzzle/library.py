@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from benchmarks.results import atomic_dir
+from effinfer_core.atomic import atomic_dir
 
 from .block_config import AttentionConfig, BlockConfig, FFNConfig
 from .configuration_decilm import DeciLMConfig

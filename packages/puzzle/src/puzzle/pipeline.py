@@ -45,7 +45,8 @@ import numpy as np
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-from benchmarks.yardstick import device_name, select_device, training_precision
+from benchmarks.yardstick import device_name, select_device
+from effinfer_core.trainer import training_precision
 from puzzle.block_config import AttentionConfig, BlockConfig, FFNConfig
 from puzzle.costs import PROBES, CostTable, Scenario, build_cost_table
 from puzzle.data import AustenDataModule

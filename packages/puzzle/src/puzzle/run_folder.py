@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.results import atomic_dir, write_atomic
+from effinfer_core.atomic import atomic_dir, write_atomic
 
 MANIFEST = "manifest.json"
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from benchmarks.results import write_atomic
+from effinfer_core.atomic import write_atomic
 from puzzle.block_config import AttentionConfig, BlockConfig, FFNConfig
 
 
