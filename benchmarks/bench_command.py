@@ -25,18 +25,34 @@ def add_bench_arguments(parser: argparse.ArgumentParser, task_names: list[str] |
     known = f" ({', '.join(task_names)})" if task_names else ""
     parser.add_argument("--profile", choices=list(PROFILES), default="quick", help=PROFILE_HELP)
     parser.add_argument(
-        "--only", nargs="+", default=None, metavar="TASK", help=f"task names or methods to run{known}; default all"
+        "--only",
+        nargs="+",
+        default=None,
+        metavar="TASK",
+        help=f"task names or methods to run{known}; default all",
     )
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="JSONL results file (appended)")
-    parser.add_argument("--report-dir", type=Path, default=None, help="report.md and plots (default: beside results)")
     parser.add_argument(
-        "--work-root", type=Path, default=None, help="task artifacts (default: <results folder>/work/<profile>)"
+        "--report-dir", type=Path, default=None, help="report.md and plots (default: beside results)"
     )
     parser.add_argument(
-        "--data-dir", type=Path, default=None, help="data cache (default: $EFFINFER_DATA or ~/.cache/effinfer)"
+        "--work-root",
+        type=Path,
+        default=None,
+        help="task artifacts (default: <results folder>/work/<profile>)",
     )
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present, else cpu)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="data cache (default: $EFFINFER_DATA or ~/.cache/effinfer)",
+    )
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present, else cpu)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)"
+    )
 
 
 def run_bench(args: argparse.Namespace, tasks: list[Task], load_errors: list[str] = ()) -> int:

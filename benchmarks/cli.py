@@ -16,7 +16,9 @@ def _run(args: argparse.Namespace) -> int:
 
     tasks, errors = discover_tasks()
     # a package that fails to load matters only when the run asked for it (or for everything)
-    wanted = [m for name, m in errors.items() if not args.only or any(o.split(".")[0] == name for o in args.only)]
+    wanted = [
+        m for name, m in errors.items() if not args.only or any(o.split(".")[0] == name for o in args.only)
+    ]
     return run_bench(args, tasks, wanted)
 
 
@@ -43,8 +45,10 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     threads = set_threads(args.threads)
     calibration = calibrate(select_device(args.device))
-    print(f"{calibration.device_name} ({threads} threads): fp32 {calibration.fp32_tflops} TFLOP/s, "
-          f"bf16 {calibration.bf16_tflops or 'n/a'} TFLOP/s")
+    print(
+        f"{calibration.device_name} ({threads} threads): fp32 {calibration.fp32_tflops} TFLOP/s, "
+        f"bf16 {calibration.bf16_tflops or 'n/a'} TFLOP/s"
+    )
     return 0
 
 
@@ -53,8 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present, else cpu)")
-        p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+        p.add_argument(
+            "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present, else cpu)"
+        )
+        p.add_argument(
+            "--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)"
+        )
 
     run = sub.add_parser("run", help="run the registered tasks, append results, write the report")
     add_bench_arguments(run)
@@ -71,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(cal)
     cal.set_defaults(func=_calibrate)
 
-    sub.add_parser("data", help="data sources: `data list`, `data fetch NAME|all` (see `data --help`)", add_help=False)
+    sub.add_parser(
+        "data", help="data sources: `data list`, `data fetch NAME|all` (see `data --help`)", add_help=False
+    )
     return parser
 
 

@@ -108,11 +108,15 @@ def discover_tasks() -> tuple[list[Task], dict[str, str]]:
         try:
             found.extend(ep.load()())
         except Exception as err:  # noqa: BLE001 - reported to the caller, who fails the run
-            errors[ep.name] = f"could not load the tasks of {ep.name!r} ({ep.value}): {type(err).__name__}: {err}"
+            errors[ep.name] = (
+                f"could not load the tasks of {ep.name!r} ({ep.value}): {type(err).__name__}: {err}"
+            )
     names = [t.name for t in found]
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:
-        raise RuntimeError(f"two registered tasks share the names {sorted(duplicates)}; task names must be unique")
+        raise RuntimeError(
+            f"two registered tasks share the names {sorted(duplicates)}; task names must be unique"
+        )
     return found, errors
 
 

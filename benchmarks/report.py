@@ -77,19 +77,28 @@ def _axes(record: dict[str, Any]) -> tuple:
     return a.get("quality_key"), a.get("throughput_key", "samples_per_s"), a.get("higher_is_better", True)
 
 
-def _companions(task: str, records: list[dict[str, Any]], everything: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _companions(
+    task: str, records: list[dict[str, Any]], everything: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Other tasks' records on the same axes, data and device (e.g. GeoAD beside its baselines on the same split),
     so one plot shows the whole accuracy-vs-cost picture; records of other splits never share a plot."""
     first = records[0]
-    return [r for r in everything
-            if r["task"] != task and r["data"] == first["data"]
-            and _axes(r) == _axes(first) and r["device"].get("name") == first["device"].get("name")]
+    return [
+        r
+        for r in everything
+        if r["task"] != task
+        and r["data"] == first["data"]
+        and _axes(r) == _axes(first)
+        and r["device"].get("name") == first["device"].get("name")
+    ]
 
 
 def _plot(task: str, records: list[dict[str, Any]], out: Path, companions: list[dict[str, Any]]) -> bool:
     axes = records[0]["extra"].get("axes", {})
     qkey, tkey, higher = _axes(records[0])
-    pts = [(r["cost"].get(tkey), r["quality"].get(qkey), r["variant"], r["task"]) for r in records + companions]
+    pts = [
+        (r["cost"].get(tkey), r["quality"].get(qkey), r["variant"], r["task"]) for r in records + companions
+    ]
     pts = [p for p in pts if p[0] is not None and p[1] is not None]
     if not qkey or not pts:
         return False
@@ -107,8 +116,16 @@ def _plot(task: str, records: list[dict[str, Any]], out: Path, companions: list[
         for _, (x, y, variant, _) in mine:
             ax.annotate(variant, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     fx = sorted((pts[i][0], pts[i][1]) for i in front)
-    ax.plot([p[0] for p in fx], [p[1] for p in fx], "--*", color="tab:red", lw=1, ms=10, zorder=4,
-            label="Pareto front")
+    ax.plot(
+        [p[0] for p in fx],
+        [p[1] for p in fx],
+        "--*",
+        color="tab:red",
+        lw=1,
+        ms=10,
+        zorder=4,
+        label="Pareto front",
+    )
     unit = "tokens/s" if tkey == "tokens_per_s" else "samples/s"
     ax.set_xscale("log")
     ax.set_xlabel(f"throughput ({unit}, log scale) — higher is faster")
@@ -129,7 +146,9 @@ def write_report(results_path: Path, out_dir: Path) -> Path:
     """Write ``out_dir/report.md`` and one ``<task>.png`` per task; returns the report's path."""
     records = read_records(results_path)
     if not records:
-        raise ValueError(f"{results_path} holds no results; run `python -m benchmarks run --profile quick` first")
+        raise ValueError(
+            f"{results_path} holds no results; run `python -m benchmarks run --profile quick` first"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     latest = latest_records(records)
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -139,12 +158,18 @@ def write_report(results_path: Path, out_dir: Path) -> Path:
     lines = ["# Benchmark report", "", f"Results: `{results_path}` ({len(records)} records).", ""]
     calib = by_task.pop("calibration", [])
     if calib:
-        lines += ["## Device calibration (measured square-GEMM peak)", "",
-                  "| device | threads | fp32 TFLOP/s | bf16 TFLOP/s | time |", "|---|---|---|---|---|"]
+        lines += [
+            "## Device calibration (measured square-GEMM peak)",
+            "",
+            "| device | threads | fp32 TFLOP/s | bf16 TFLOP/s | time |",
+            "|---|---|---|---|---|",
+        ]
         for r in calib:
             c = r["cost"]
-            lines.append(f"| {c.get('device_name')} | {r['device'].get('threads', '')} | {c.get('fp32_tflops')} | "
-                         f"{c.get('bf16_tflops') or 'n/a'} | {r['time']} |")
+            lines.append(
+                f"| {c.get('device_name')} | {r['device'].get('threads', '')} | {c.get('fp32_tflops')} | "
+                f"{c.get('bf16_tflops') or 'n/a'} | {r['time']} |"
+            )
         lines.append("")
     for task, recs in sorted(by_task.items()):
         lines += [f"## {task}", ""]
@@ -185,4 +210,3 @@ def summary_lines(results_path: Path, task_names: list[str]) -> list[str]:
             parts.append(f"fastest {fastest['cost'][tkey]:.4g} {tkey} ({fastest['variant']})")
         lines.append(f"{task}: " + ", ".join(parts))
     return lines
-

@@ -26,7 +26,9 @@ def append_record(path: str | Path, record: dict[str, Any]) -> None:
     with locked(path):
         old = path.read_bytes() if path.exists() else b""
         if old and not old.endswith(b"\n"):
-            raise ValueError(f"{path} does not end with a newline: it was not written by this module; fix or move it")
+            raise ValueError(
+                f"{path} does not end with a newline: it was not written by this module; fix or move it"
+            )
         write_atomic(path, old + line.encode())
 
 

@@ -22,7 +22,9 @@ from effinfer_core.atomic import write_atomic
 from effinfer_core.progress import library_output_to
 
 DEFAULT_RESULTS = Path("results/results.jsonl")
-DURATIONS = "durations.json"  # seconds each task took last time, per work root and profile: the next run's estimate
+DURATIONS = (
+    "durations.json"  # seconds each task took last time, per work root and profile: the next run's estimate
+)
 
 
 class TasksFailed(RuntimeError):
@@ -74,7 +76,13 @@ def _run_tasks(
     append_record(
         results_path,
         make_record(
-            "calibration", "yardstick", "gemm_peak", "synthetic", {}, calibration.as_dict(), device_info,
+            "calibration",
+            "yardstick",
+            "gemm_peak",
+            "synthetic",
+            {},
+            calibration.as_dict(),
+            device_info,
             {"profile": profile},
         ),
     )
@@ -85,10 +93,18 @@ def _run_tasks(
     for number, task in enumerate(tasks, 1):
         last = durations.get(task.name)
         estimate = f", ~{_minutes(last)} last time" if last else ""
-        print(f"[{number}/{len(tasks)}] {task.name}: {task.description}{estimate}", file=sys.stderr, flush=True)
+        print(
+            f"[{number}/{len(tasks)}] {task.name}: {task.description}{estimate}", file=sys.stderr, flush=True
+        )
         ctx = TaskContext(
-            task=task, profile=profile, device=dev, data_dir=data_dir, results_path=results_path,
-            work_dir=work / task.name, calibration=calibration, threads=n_threads,
+            task=task,
+            profile=profile,
+            device=dev,
+            data_dir=data_dir,
+            results_path=results_path,
+            work_dir=work / task.name,
+            calibration=calibration,
+            threads=n_threads,
         )
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()

@@ -26,7 +26,9 @@ def _digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def _train(width: int, x: torch.Tensor, y: torch.Tensor, steps: int) -> nn.Module:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(64, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10))
+    model = nn.Sequential(
+        nn.Linear(64, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10)
+    )
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for step in range(steps):
         idx = torch.randint(0, len(y), (128,), generator=torch.Generator().manual_seed(step))
@@ -47,7 +49,12 @@ def run(ctx: TaskContext) -> None:
             accuracy = (model(x_te).argmax(1) == y_te).float().mean().item()
         model.to(ctx.device)
         cost = measure(
-            model, lambda: x_te[:batch].to(ctx.device), batch_size=batch, device=ctx.device, warmup=5, iters=30
+            model,
+            lambda: x_te[:batch].to(ctx.device),
+            batch_size=batch,
+            device=ctx.device,
+            warmup=5,
+            iters=30,
         )
         ctx.record(f"mlp-w{width}", "sklearn-digits", {"accuracy": accuracy}, cost, width=width)
 

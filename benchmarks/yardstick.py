@@ -34,7 +34,9 @@ def select_device(name: str | None = None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu or auto")
+        raise ValueError(
+            f"device {name!r} asked for, but CUDA is not available here; use --device cpu or auto"
+        )
     return device
 
 
@@ -76,7 +78,9 @@ def _call(fn: Callable[..., Any], batch: Any) -> Any:
     return fn(batch)
 
 
-def time_fn(fn: Callable[[], Any], *, device: torch.device | str, warmup: int = 3, iters: int = 10) -> list[float]:
+def time_fn(
+    fn: Callable[[], Any], *, device: torch.device | str, warmup: int = 3, iters: int = 10
+) -> list[float]:
     """Seconds per call of ``fn`` for ``iters`` timed calls after ``warmup`` untimed ones, synchronised each time."""
     if iters < 1:
         raise ValueError("iters must be >= 1")
@@ -160,7 +164,9 @@ def calibrate(device: torch.device | str) -> Calibration:
         with torch.inference_mode():
             fp32 = _gemm_tflops(device, torch.float32, n, iters)
             bf16 = _gemm_tflops(device, torch.bfloat16, n, iters) if bf16_supported(device) else None
-        _CALIBRATIONS[key] = Calibration(device_name(device), round(fp32, 4), None if bf16 is None else round(bf16, 4))
+        _CALIBRATIONS[key] = Calibration(
+            device_name(device), round(fp32, 4), None if bf16 is None else round(bf16, 4)
+        )
     return _CALIBRATIONS[key]
 
 

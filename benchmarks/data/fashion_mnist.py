@@ -15,10 +15,22 @@ from .source import Source, register
 if TYPE_CHECKING:
     import torch
 
-CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-           "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-         "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
 PACKAGE_DIR = "usr/share/datasets/fashion-mnist"
 IDX_UBYTE = 0x08  # IDX type code of unsigned bytes, the only one Fashion-MNIST uses
 
@@ -53,8 +65,11 @@ class FashionMNIST(Source):
     package = DebianPackage("dataset-fashion-mnist")
     licence = "MIT"
     size = "30 MB"
-    canonical_urls = tuple(f"https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/{f}"
-                           for pair in FILES.values() for f in pair)
+    canonical_urls = tuple(
+        f"https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/{f}"
+        for pair in FILES.values()
+        for f in pair
+    )
 
     def install(self, tree: Path, out: Path) -> None:
         for filename in (f for pair in FILES.values() for f in pair):
@@ -67,8 +82,9 @@ class FashionMNIST(Source):
             shutil.copyfile(src, out / filename)
 
 
-def load_fashion_mnist(split: Literal["train", "test"] = "train",
-                       data_dir: str | os.PathLike[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def load_fashion_mnist(
+    split: Literal["train", "test"] = "train", data_dir: str | os.PathLike[str] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Images as uint8 [N, 28, 28] and labels as int64 [N] (class names in `CLASSES`)."""
     if split not in FILES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")

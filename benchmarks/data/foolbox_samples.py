@@ -42,13 +42,15 @@ class FoolboxSamples(Source):
             if count != PER_DATASET:
                 raise SourceMissingError(
                     f"found {count} {dataset} images, expected {PER_DATASET} ({dataset}_INDEX_LABEL.png); "
-                    f"expected the {self.origin} (from `{self.package.command}`) or its foolbox/data folder")
+                    f"expected the {self.origin} (from `{self.package.command}`) or its foolbox/data folder"
+                )
         for name, path in samples.items():
             shutil.copyfile(path, out / name)
 
 
-def foolbox_samples(data_dir: str | os.PathLike[str] | None = None,
-                    dataset: str | None = None) -> list[FoolboxSample]:
+def foolbox_samples(
+    data_dir: str | os.PathLike[str] | None = None, dataset: str | None = None
+) -> list[FoolboxSample]:
     """The samples (of one data set, or all), sorted by data set then index; labels parsed from file names."""
     if dataset is not None and dataset not in DATASETS:
         raise ValueError(f"unknown foolbox data set {dataset!r}; known: {', '.join(DATASETS)}")

@@ -51,14 +51,16 @@ class DebianPackage:
         if shutil.which("apt-get") is None:
             raise SourceMissingError(
                 f"apt-get not found, so {self.describe()} cannot be downloaded (apt-get is in the Debian "
-                "package `apt`); without it, use `--from PATH` with a copy or `--from-canonical`")
+                "package `apt`); without it, use `--from PATH` with a copy or `--from-canonical`"
+            )
         dest.mkdir(parents=True, exist_ok=True)
         result = _run(["apt-get", "download", self.name], cwd=dest)
         if result.returncode != 0 and not _apt_lists_present():
             if os.geteuid() != 0:
                 raise SourceMissingError(
                     f"`{self.command}` failed because apt has no package lists: run `apt-get update` "
-                    "(as root) first")
+                    "(as root) first"
+                )
             # As root we can fix the cause ourselves: fetch the lists once, then retry.
             log.info("apt has no package lists; running `apt-get update`")
             update = _run(["apt-get", "update"], cwd=dest)
@@ -68,7 +70,8 @@ class DebianPackage:
         if result.returncode != 0:
             raise SourceMissingError(
                 f"`{self.command}` failed:\n{_tail(result.stderr)}\n(if the package is unknown, run "
-                "`apt-get update` as root, and check that Debian's `main` archive is in the apt sources)")
+                "`apt-get update` as root, and check that Debian's `main` archive is in the apt sources)"
+            )
         debs = sorted(dest.glob(f"{self.name}_*.deb"))
         if not debs:
             raise SourceMissingError(f"`{self.command}` succeeded but left no {self.name}_*.deb in {dest}")
@@ -100,11 +103,23 @@ class PyPIWheel:
         else:
             raise SourceMissingError(
                 f"pip not found, so {self.describe()} cannot be downloaded: install pip "
-                "(`python -m ensurepip`, or the Debian package `python3-pip`)")
+                "(`python -m ensurepip`, or the Debian package `python3-pip`)"
+            )
         dest.mkdir(parents=True, exist_ok=True)
-        result = _run([*pip, "download", "--no-deps", "--only-binary=:all:", "--no-cache-dir",
-                       "--disable-pip-version-check",
-                       f"{self.name}=={self.version}", "-d", str(dest)], cwd=dest)
+        result = _run(
+            [
+                *pip,
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--no-cache-dir",
+                "--disable-pip-version-check",
+                f"{self.name}=={self.version}",
+                "-d",
+                str(dest),
+            ],
+            cwd=dest,
+        )
         if result.returncode != 0:
             raise SourceMissingError(f"`{self.command}` failed:\n{_tail(result.stderr)}")
         wheels = sorted(dest.glob("*.whl"))
@@ -145,11 +160,11 @@ def _extract_deb(deb: Path, dest: Path) -> None:
         raise SourceMissingError(f"{deb} is not a .deb (ar) archive")
     pos = 8
     while pos + 60 <= len(data):
-        header = data[pos:pos + 60]
+        header = data[pos : pos + 60]
         name, size = header[:16].decode().strip().rstrip("/"), int(header[48:58])
         if name.startswith("data.tar"):
             tar_path = dest / name
-            tar_path.write_bytes(data[pos + 60:pos + 60 + size])
+            tar_path.write_bytes(data[pos + 60 : pos + 60 + size])
             _extract_tar(tar_path, dest, None)
             tar_path.unlink()
             return

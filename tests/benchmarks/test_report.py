@@ -60,5 +60,9 @@ def test_plots_share_only_records_of_the_same_split():
         return {"task": task, "method": "m", "data": data, "device": {"name": "cpu"}, "extra": {"axes": axes}}
 
     mine = [rec("m.main", "split-a")]
-    others = [rec("m.baselines", "split-a"), rec("m.scoring", "split-b"), rec("m.other", "split-a", qkey="f1")]
+    others = [
+        rec("m.baselines", "split-a"),
+        rec("m.scoring", "split-b"),
+        rec("m.other", "split-a", qkey="f1"),
+    ]
     assert [r["task"] for r in _companions("m.main", mine, mine + others)] == ["m.baselines"]

@@ -22,7 +22,18 @@ def test_record_fields_and_round_trip(tmp_path):
     append_record(path, _record(2))
     got = read_records(path)
     assert [r["variant"] for r in got] == ["v1", "v2"]
-    for key in ("task", "method", "variant", "data", "quality", "cost", "device", "versions", "commit", "time"):
+    for key in (
+        "task",
+        "method",
+        "variant",
+        "data",
+        "quality",
+        "cost",
+        "device",
+        "versions",
+        "commit",
+        "time",
+    ):
         assert key in got[0]
     assert "torch" in got[0]["versions"]
 
@@ -78,5 +89,3 @@ def test_foreign_file_without_newline_is_refused(tmp_path):
     path.write_text('{"a": 1}')
     with pytest.raises(ValueError, match="newline"):
         append_record(path, _record(1))
-
-

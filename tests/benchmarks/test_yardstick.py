@@ -53,8 +53,16 @@ def test_time_fn_respects_warmup():
 
 def test_measure_reports_positive_consistent_figures():
     model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
-    cost = measure(model, lambda: torch.randn(32, 64), batch_size=32, device="cpu", tokens_per_sample=7,
-                   warmup=2, iters=8, use_autocast=False)
+    cost = measure(
+        model,
+        lambda: torch.randn(32, 64),
+        batch_size=32,
+        device="cpu",
+        tokens_per_sample=7,
+        warmup=2,
+        iters=8,
+        use_autocast=False,
+    )
     assert cost.samples_per_s > 0 and cost.tokens_per_s == pytest.approx(7 * cost.samples_per_s)
     assert 0 < cost.latency_p50_ms <= cost.latency_p90_ms
     assert cost.flops_per_sample == 2 * (64 * 128 + 128 * 10)
@@ -65,10 +73,24 @@ def test_measure_reports_positive_consistent_figures():
 
 def test_measure_calls_with_tuple_and_dict_batches():
     seen = []
-    measure(lambda a, b: seen.append((a, b)), lambda: (1, 2), batch_size=1, device="cpu", warmup=0, iters=1,
-            flops=False)
-    measure(lambda a, b: seen.append((a, b)), lambda: {"a": 3, "b": 4}, batch_size=1, device="cpu", warmup=0,
-            iters=1, flops=False)
+    measure(
+        lambda a, b: seen.append((a, b)),
+        lambda: (1, 2),
+        batch_size=1,
+        device="cpu",
+        warmup=0,
+        iters=1,
+        flops=False,
+    )
+    measure(
+        lambda a, b: seen.append((a, b)),
+        lambda: {"a": 3, "b": 4},
+        batch_size=1,
+        device="cpu",
+        warmup=0,
+        iters=1,
+        flops=False,
+    )
     assert seen[0] == (1, 2) and seen[-1] == (3, 4) and set(seen) == {(1, 2), (3, 4)}
 
 
@@ -84,5 +106,3 @@ def test_device_selection():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             select_device("cuda")
-
-

@@ -13,7 +13,9 @@ def test_a_step_is_done_only_for_the_inputs_it_was_computed_with(tmp_path):
     assert not run.is_done("fit", inputs_hash(inputs))
     run.write_json("fit/metrics.json", {"auroc": 0.9})
     key = run.mark_done("fit", inputs, seconds=1.5)
-    assert key == inputs_hash(inputs) == inputs_hash({"seed": 0, "transforms": "4"})  # key order does not matter
+    assert (
+        key == inputs_hash(inputs) == inputs_hash({"seed": 0, "transforms": "4"})
+    )  # key order does not matter
     assert run.is_done("fit", key)
     assert not run.is_done("fit", inputs_hash({**inputs, "transforms": "72"}))  # a changed setting: not done
     entry = run.stage_entry("fit")

@@ -22,11 +22,20 @@ def test_trainer_flags_from_the_command_line_resolve_auto_precision(monkeypatch)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     parser = argparse.ArgumentParser()
     TrainerFlags.add_arguments(parser)
-    flags = TrainerFlags.from_args(parser.parse_args(["--devices", "0,1", "--strategy", "ddp", "--accelerator", "cpu"]))
+    flags = TrainerFlags.from_args(
+        parser.parse_args(["--devices", "0,1", "--strategy", "ddp", "--accelerator", "cpu"])
+    )
     assert flags == TrainerFlags(accelerator="cpu", devices=[0, 1], strategy="ddp")
-    assert flags.kwargs() == {"accelerator": "cpu", "devices": [0, 1], "strategy": "ddp", "num_nodes": 1,
-                              "precision": "32-true"}
-    assert TrainerFlags(precision="bf16-mixed").kwargs()["precision"] == "bf16-mixed"  # an explicit choice stands
+    assert flags.kwargs() == {
+        "accelerator": "cpu",
+        "devices": [0, 1],
+        "strategy": "ddp",
+        "num_nodes": 1,
+        "precision": "32-true",
+    }
+    assert (
+        TrainerFlags(precision="bf16-mixed").kwargs()["precision"] == "bf16-mixed"
+    )  # an explicit choice stands
     assert parse_devices("2") == 2 and parse_devices("auto") == "auto"
     with pytest.raises(argparse.ArgumentTypeError, match="devices must be"):
         parse_devices("two")

@@ -10,14 +10,28 @@ def novels() -> dict[str, str]:
 
 
 def test_six_novels_in_publication_order(novels: dict[str, str]) -> None:
-    assert list(novels) == ["Sense & Sensibility", "Pride & Prejudice", "Mansfield Park", "Emma",
-                            "Northanger Abbey", "Persuasion"]
+    assert list(novels) == [
+        "Sense & Sensibility",
+        "Pride & Prejudice",
+        "Mansfield Park",
+        "Emma",
+        "Northanger Abbey",
+        "Persuasion",
+    ]
 
 
 # Word counts from /work/shared/DATA.md (whitespace-separated tokens, thousands).
-@pytest.mark.parametrize(("title", "thousands"), [
-    ("Emma", 157), ("Mansfield Park", 160), ("Pride & Prejudice", 122), ("Sense & Sensibility", 119),
-    ("Persuasion", 83), ("Northanger Abbey", 77)])
+@pytest.mark.parametrize(
+    ("title", "thousands"),
+    [
+        ("Emma", 157),
+        ("Mansfield Park", 160),
+        ("Pride & Prejudice", 122),
+        ("Sense & Sensibility", 119),
+        ("Persuasion", 83),
+        ("Northanger Abbey", 77),
+    ],
+)
 def test_word_counts(novels: dict[str, str], title: str, thousands: int) -> None:
     words = len(novels[title].split())
     assert abs(words - thousands * 1000) <= 0.05 * thousands * 1000

@@ -125,8 +125,12 @@ def test_apt_without_package_lists_says_run_apt_get_update(tmp_path: Path, monke
 
 def test_cli_list_shows_status(tmp_path: Path, foolbox_folder: Path) -> None:
     fetch("foolbox-samples", tmp_path, from_path=foolbox_folder)
-    result = subprocess.run([sys.executable, "-m", "benchmarks.data", "list", "--data-dir", str(tmp_path)],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.data", "list", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
     assert f"fetched: {tmp_path / 'foolbox-samples'}" in lines["foolbox-samples"]
     assert "PyPI wheel foolbox==3.3.4" in lines["foolbox-samples"] and "MIT" in lines["foolbox-samples"]

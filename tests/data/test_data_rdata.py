@@ -51,28 +51,44 @@ def named_list(items: dict[str, bytes], refs: list[str]) -> bytes:
 
 
 def test_character_vector_with_na_and_encodings() -> None:
-    data = header() + ints(16, 4) + charsxp("plain") + charsxp(None) + charsxp("café") + charsxp("señor", LATIN1)
+    data = (
+        header() + ints(16, 4) + charsxp("plain") + charsxp(None) + charsxp("café") + charsxp("señor", LATIN1)
+    )
     assert unserialize(data) == ["plain", None, "café", "señor"]
 
 
 def test_named_list_of_vectors_with_symbol_back_references() -> None:
     refs: list[str] = []
     inner = named_list({"x": ints(13, 2, 7, -(2**31))}, refs)  # INTSXP with an NA
-    outer = named_list({
-        "flags": ints(10, 3, 1, 0, -(2**31)),  # LGLSXP: TRUE, FALSE, NA
-        "reals": ints(14, 2) + struct.pack(">2d", 0.5, -2.0),
-        "inner": inner,
-        "plain": ints(19, 1) + strsxp(["a"]),  # list without names stays a list
-    }, refs)
+    outer = named_list(
+        {
+            "flags": ints(10, 3, 1, 0, -(2**31)),  # LGLSXP: TRUE, FALSE, NA
+            "reals": ints(14, 2) + struct.pack(">2d", 0.5, -2.0),
+            "inner": inner,
+            "plain": ints(19, 1) + strsxp(["a"]),  # list without names stays a list
+        },
+        refs,
+    )
     assert refs == ["names"]  # the second "names" was written as a reference
     assert unserialize(header() + outer) == {
-        "flags": [True, False, None], "reals": [0.5, -2.0], "inner": {"x": [7, None]}, "plain": [["a"]]}
+        "flags": [True, False, None],
+        "reals": [0.5, -2.0],
+        "inner": {"x": [7, None]},
+        "plain": [["a"]],
+    }
 
 
 def test_compact_integer_sequence_altrep() -> None:
     refs: list[str] = []
-    info = ints(2) + symbol("compact_intseq", refs) + ints(2) + symbol("base", refs) + ints(2) + ints(13, 1, 13) \
+    info = (
+        ints(2)
+        + symbol("compact_intseq", refs)
+        + ints(2)
+        + symbol("base", refs)
+        + ints(2)
+        + ints(13, 1, 13)
         + ints(254)
+    )
     state = ints(14, 3) + struct.pack(">3d", 4, 10, 1)  # length 4, from 10, step 1
     assert unserialize(header() + ints(238) + info + state + ints(254)) == [10, 11, 12, 13]
 
@@ -104,8 +120,10 @@ def write_lazyload_db(stem: Path, objects: dict[str, list[str]]) -> None:
         offsets[name] = ints(13, 2, len(rdb), len(record))
         rdb += record
     refs: list[str] = []
-    index = named_list({"variables": named_list(offsets, refs), "references": ints(19, 0),
-                        "compressed": ints(10, 1, 1)}, refs)
+    index = named_list(
+        {"variables": named_list(offsets, refs), "references": ints(19, 0), "compressed": ints(10, 1, 1)},
+        refs,
+    )
     stem.with_suffix(".rdb").write_bytes(rdb)
     stem.with_suffix(".rdx").write_bytes(gzip.compress(header() + index))
 
@@ -137,9 +155,12 @@ def test_fetch_austen_from_a_deb_with_a_lazyload_db(tmp_path: Path, monkeypatch,
 
     prefix = "./usr/lib/R/site-library/janeaustenr/data/"
     deb = tmp_path / "r-cran-janeaustenr_1.0.0-1_all.deb"
-    deb.write_bytes(b"!<arch>\n" + ar_member("debian-binary", b"2.0\n")
-                    + ar_member("control.tar.gz", tar_gz({"./control": b"Package: r-cran-janeaustenr\n"}))
-                    + ar_member("data.tar.gz", tar_gz({prefix + f.name: f.read_bytes() for f in data_dir.iterdir()})))
+    deb.write_bytes(
+        b"!<arch>\n"
+        + ar_member("debian-binary", b"2.0\n")
+        + ar_member("control.tar.gz", tar_gz({"./control": b"Package: r-cran-janeaustenr\n"}))
+        + ar_member("data.tar.gz", tar_gz({prefix + f.name: f.read_bytes() for f in data_dir.iterdir()}))
+    )
     if not with_dpkg:  # the pure-Python .deb reader used where dpkg is missing
         which = shutil.which
         monkeypatch.setattr(shutil, "which", lambda cmd: None if cmd == "dpkg" else which(cmd))

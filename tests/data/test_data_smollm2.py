@@ -18,8 +18,12 @@ def models():
         pytest.skip(f"no GGUF to compare with: {e}")
     converted = AutoModelForCausalLM.from_pretrained(folder).eval()
     original = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name).eval()
-    return converted, original, AutoTokenizer.from_pretrained(folder), \
-        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    return (
+        converted,
+        original,
+        AutoTokenizer.from_pretrained(folder),
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name),
+    )
 
 
 def test_config_facts(models) -> None:

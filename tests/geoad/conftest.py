@@ -28,6 +28,14 @@ def tiny_detector() -> GeoADDetector:
     """WRN-10-1 on 600 trouser images, 8 transformations, 120 steps of 64 (10-20 s on one CPU core)."""
     torch.set_num_threads(1)
     datamodule = GeoADDataModule("fashion-mnist", NORMAL, batch_size=64, limit=600)
-    config = FitConfig(backbone="wrn-10-1", transforms="8", max_steps=120, batch_size=64, dirichlet_limit=300,
-                       accelerator="cpu", devices=1, precision="32-true")
+    config = FitConfig(
+        backbone="wrn-10-1",
+        transforms="8",
+        max_steps=120,
+        batch_size=64,
+        dirichlet_limit=300,
+        accelerator="cpu",
+        devices=1,
+        precision="32-true",
+    )
     return GeoADDetector.fit(datamodule, config)

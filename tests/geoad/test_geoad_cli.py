@@ -45,9 +45,13 @@ def test_score_folder_skips_corrupt_and_converts(artifact, image_folder, tmp_pat
     assert main(["score", str(artifact), str(image_folder), "--out", str(out)]) == 0
     rows = read_csv(out)
     assert len(rows) == 7 and "corrupt.png" not in {r["path"] for r in rows}
-    assert all(float(r["anomaly_score"]) == pytest.approx(-float(r["normality_score"]), rel=1e-5) for r in rows)
+    assert all(
+        float(r["anomaly_score"]) == pytest.approx(-float(r["normality_score"]), rel=1e-5) for r in rows
+    )
     err = capsys.readouterr().err
-    assert "skipped 1 unreadable file" in err and "converted RGB -> L" in err and "resized 32x32 -> 28x28" in err
+    assert (
+        "skipped 1 unreadable file" in err and "converted RGB -> L" in err and "resized 32x32 -> 28x28" in err
+    )
 
 
 def test_score_tensor_file(artifact, fmnist_test, tmp_path):
@@ -61,12 +65,15 @@ def test_score_tensor_file(artifact, fmnist_test, tmp_path):
     assert [r["anomaly_score"] for r in x] == [r["anomaly_score"] for r in y]
 
 
-@pytest.mark.parametrize("case,message", [
-    ("missing-artifact", "no detector file"),
-    ("empty-folder", "contains no image files"),
-    ("all-corrupt", "none of the 1 image files could be read"),
-    ("two-channels", "has 2 channels"),
-])
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("missing-artifact", "no detector file"),
+        ("empty-folder", "contains no image files"),
+        ("all-corrupt", "none of the 1 image files could be read"),
+        ("two-channels", "has 2 channels"),
+    ],
+)
 def test_score_bad_input_fails_cleanly(case, message, artifact, tmp_path, capsys):
     art, inp = str(artifact), tmp_path / "input"
     inp.mkdir()
@@ -86,18 +93,63 @@ def test_score_bad_input_fails_cleanly(case, message, artifact, tmp_path, capsys
 
 def test_fit_cli_writes_one_artifact_and_refuses_bad_classes(fmnist_test, tmp_path, capsys):
     out = tmp_path / "det.pt"
-    common = ["--backbone", "wrn-10-1", "--transforms", "4", "--max-steps", "3", "--batch-size", "32",
-              "--train-limit", "64", "--dirichlet-limit", "32", "--accelerator", "cpu", "--devices", "1"]
+    common = [
+        "--backbone",
+        "wrn-10-1",
+        "--transforms",
+        "4",
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "32",
+        "--train-limit",
+        "64",
+        "--dirichlet-limit",
+        "32",
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "1",
+    ]
     assert main(["fit", "--normal-class", "12", "--out", str(out), *common]) == 2
     assert "class 12 does not exist" in capsys.readouterr().err and not out.exists()
     images, _ = fmnist_test
     torch.save(images[:64], tmp_path / "normal.pt")
-    assert main(["fit", "--images", str(tmp_path / "normal.pt"), "--out", str(out), *common,
-                 "--ckpt-dir", str(tmp_path / "ckpt")]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--images",
+                str(tmp_path / "normal.pt"),
+                "--out",
+                str(out),
+                *common,
+                "--ckpt-dir",
+                str(tmp_path / "ckpt"),
+            ]
+        )
+        == 0
+    )
     assert out.exists() and (tmp_path / "ckpt" / "last.ckpt").exists()
     resumed = tmp_path / "resumed.pt"  # continue the same run from its checkpoint up to 6 steps in all
-    assert main(["fit", "--images", str(tmp_path / "normal.pt"), "--out", str(resumed), *common, "--max-steps", "6",
-                 "--ckpt-dir", str(tmp_path / "ckpt"), "--resume"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--images",
+                str(tmp_path / "normal.pt"),
+                "--out",
+                str(resumed),
+                *common,
+                "--max-steps",
+                "6",
+                "--ckpt-dir",
+                str(tmp_path / "ckpt"),
+                "--resume",
+            ]
+        )
+        == 0
+    )
     meta = GeoADDetector.load(resumed).meta
     assert meta["start_step"] == 3 and meta["train_steps"] == 6
     assert main(["fit", "--images", str(tmp_path / "normal.pt"), "--out", str(out), *common]) == 0

@@ -23,7 +23,9 @@ def test_self_labelled_epoch_visits_every_pair_once():
     dm = GeoADDataModule("unused", batch_size=7)
     dm.normal = ImageData(images, torch.zeros(5, dtype=torch.long))  # as setup() would leave it
     dm.n_transforms = 8
-    pairs = [(int(img[0, 0, 0]), int(t)) for x, ts in dm.train_dataloader() for img, t in zip(x, ts, strict=True)]
+    pairs = [
+        (int(img[0, 0, 0]), int(t)) for x, ts in dm.train_dataloader() for img, t in zip(x, ts, strict=True)
+    ]
     assert sorted(pairs) == [(i, t) for i in range(5) for t in range(8)]
     batch = next(iter(DataLoader(SelfLabelledDataset(images, 8), batch_size=3, collate_fn=lambda b: b)))
     assert batch[0].shape == (3, 1, 4, 4) and batch[1].tolist() == [0, 1, 2]
@@ -63,8 +65,16 @@ def test_empty_folder_and_bad_tensor_files(tmp_path):
 def test_tensor_and_folder_datasets(tmp_path):
     images = torch.randint(0, 256, (12, 28, 28), dtype=torch.uint8)
     labels = torch.arange(12) % 3
-    torch.save({"train_images": images, "train_labels": labels, "test_images": images,
-                "test_labels": labels, "classes": ["a", "b", "c"]}, tmp_path / "set.pt")
+    torch.save(
+        {
+            "train_images": images,
+            "train_labels": labels,
+            "test_images": images,
+            "test_labels": labels,
+            "classes": ["a", "b", "c"],
+        },
+        tmp_path / "set.pt",
+    )
     data = load_dataset(str(tmp_path / "set.pt"), "test")
     assert data.images.shape == (12, 1, 28, 28) and data.classes == ["a", "b", "c"]
     for split in ("train", "test"):

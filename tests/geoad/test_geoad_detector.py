@@ -20,7 +20,9 @@ def test_tiny_detector_ranks_normal_above_anomalous(tiny_detector, held_out):
     scores = tiny_detector.score(images)
     assert auroc(scores.normality.numpy(), is_normal) > 0.9
     assert auroc(scores.simplified.numpy(), is_normal) > 0.8
-    torch.testing.assert_close(scores.anomaly, -scores.normality)  # anomalib's orientation: higher = anomalous
+    torch.testing.assert_close(
+        scores.anomaly, -scores.normality
+    )  # anomalib's orientation: higher = anomalous
     assert tiny_detector.alpha.shape == (8, 8) and (tiny_detector.alpha > 0).all()
 
 

@@ -29,7 +29,9 @@ def test_fits_are_independent_across_leading_dims():
 
 def test_scores_prefer_the_fitted_mode():
     alpha = torch.tensor([[20.0, 1.0, 1.0], [1.0, 20.0, 1.0], [1.0, 1.0, 20.0]], dtype=torch.float64)
-    confident = torch.eye(3).mul(0.85).add(0.05)  # p_t[t] = 0.9, the others 0.05: what a network trained on normal data outputs
+    confident = (
+        torch.eye(3).mul(0.85).add(0.05)
+    )  # p_t[t] = 0.9, the others 0.05: what a network trained on normal data outputs
     uncertain = torch.full((3, 3), 1 / 3)
     log_p = torch.stack([confident, uncertain]).log()  # [B=2, T=3, K=3]
     normality = dirichlet_normality(log_p, alpha)

@@ -14,17 +14,49 @@ def small_dataset(path, fmnist_test):
     train = torch.cat([k[:120] for k in keep])
     test = torch.cat([k[120:160] for k in keep])
     relabel = (labels == 8).long()
-    torch.save({"train_images": images[train], "train_labels": relabel[train], "test_images": images[test],
-                "test_labels": relabel[test], "classes": ["trouser", "bag"]}, path)
+    torch.save(
+        {
+            "train_images": images[train],
+            "train_labels": relabel[train],
+            "test_images": images[test],
+            "test_labels": relabel[test],
+            "classes": ["trouser", "bag"],
+        },
+        path,
+    )
 
 
 def test_protocol_end_to_end_then_rerun_skips(fmnist_test, tmp_path, capsys):
     data = tmp_path / "two.pt"
     small_dataset(data, fmnist_test)
     out = tmp_path / "runs"
-    args = ["evaluate", "--dataset", str(data), "--classes", "bag", "--seeds", "2", "--out-dir", str(out),
-            "--backbone", "wrn-10-1", "--transforms", "4", "--max-steps", "4", "--batch-size", "32",
-            "--baseline-max-train", "60", "--accelerator", "cpu", "--devices", "1", "--precision", "32-true"]
+    args = [
+        "evaluate",
+        "--dataset",
+        str(data),
+        "--classes",
+        "bag",
+        "--seeds",
+        "2",
+        "--out-dir",
+        str(out),
+        "--backbone",
+        "wrn-10-1",
+        "--transforms",
+        "4",
+        "--max-steps",
+        "4",
+        "--batch-size",
+        "32",
+        "--baseline-max-train",
+        "60",
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "1",
+        "--precision",
+        "32-true",
+    ]
     assert main(args) == 0
     summary = json.loads((out / "results.json").read_text())
     assert set(summary["per_class"]) == {"1"} and summary["n_test"] == 80
@@ -47,7 +79,9 @@ def test_protocol_end_to_end_then_rerun_skips(fmnist_test, tmp_path, capsys):
 def test_bad_class_fails_before_training(fmnist_test, tmp_path, capsys):
     data = tmp_path / "two.pt"
     small_dataset(data, fmnist_test)
-    assert main(["evaluate", "--dataset", str(data), "--classes", "0,5", "--out-dir", str(tmp_path / "r")]) == 2
+    assert (
+        main(["evaluate", "--dataset", str(data), "--classes", "0,5", "--out-dir", str(tmp_path / "r")]) == 2
+    )
     assert "class 5 does not exist" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 

@@ -12,7 +12,9 @@ def test_auroc_and_average_precision_match_sklearn(seed):
     positive = rng.random(300) < 0.2
     scores = np.round(rng.normal(size=300) + positive, 1)  # rounding makes ties, which both must handle alike
     assert auroc(scores, positive) == pytest.approx(roc_auc_score(positive, scores), abs=1e-12)
-    assert average_precision(scores, positive) == pytest.approx(average_precision_score(positive, scores), abs=1e-12)
+    assert average_precision(scores, positive) == pytest.approx(
+        average_precision_score(positive, scores), abs=1e-12
+    )
 
 
 def test_orientation_normal_positive_equals_anomalous_positive_on_negated_score():

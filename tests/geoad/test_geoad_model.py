@@ -28,8 +28,10 @@ def test_timm_backbone_by_name():
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 8)
 
 
-@pytest.mark.parametrize("spec,match", [("wrn-11-4", "6n \\+ 4"), ("timm:no_such_net", "timm has no model"),
-                                        ("vgg", "unknown backbone")])
+@pytest.mark.parametrize(
+    "spec,match",
+    [("wrn-11-4", "6n \\+ 4"), ("timm:no_such_net", "timm has no model"), ("vgg", "unknown backbone")],
+)
 def test_bad_backbones(spec, match):
     with pytest.raises(ValueError, match=match):
         create_model(spec, 8, 1)

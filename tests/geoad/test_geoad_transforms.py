@@ -27,7 +27,9 @@ def reference(img: np.ndarray, t: Transform) -> np.ndarray:
 def real_images() -> torch.Tensor:
     """Four real 32x32 RGB CIFAR-10 images."""
     files = [s.path for s in foolbox_samples(dataset="cifar10")[:4]]
-    return torch.stack([torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1) for f in files])
+    return torch.stack(
+        [torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1) for f in files]
+    )
 
 
 def test_72_transforms_match_numpy_reference_and_are_distinct(real_images):
@@ -49,7 +51,9 @@ def test_paper_order_and_conventions():
     assert ts.transforms[36] == Transform(True, 0, 0, 0)
     img = torch.zeros(1, 1, 8, 8)
     img[0, 0, 0, 1] = 1  # top row, second column
-    rot = TransformSet("rot").expand(img)[1, 0]  # one counter-clockwise quarter turn -> left column, second from bottom
+    rot = TransformSet("rot").expand(img)[
+        1, 0
+    ]  # one counter-clockwise quarter turn -> left column, second from bottom
     assert rot[6, 0] == 1
     shift = TransformSet("tx").expand(img)[2, 0]  # tx = +s = 2 px: content moves right
     assert shift[0, 3] == 1
@@ -58,11 +62,15 @@ def test_paper_order_and_conventions():
 def test_apply_picks_the_labelled_transform(real_images):
     ts = TransformSet("72")
     labels = torch.tensor([5, 71, 0, 40])
-    np.testing.assert_array_equal(ts.apply(real_images, labels).numpy(),
-                                  ts.expand(real_images).view(4, 72, 3, 32, 32)[torch.arange(4), labels].numpy())
+    np.testing.assert_array_equal(
+        ts.apply(real_images, labels).numpy(),
+        ts.expand(real_images).view(4, 72, 3, 32, 32)[torch.arange(4), labels].numpy(),
+    )
 
 
-@pytest.mark.parametrize("spec,size", [("72", 72), ("36", 36), ("18", 18), ("8", 8), ("4", 4), ("flip+tx+rot", 24)])
+@pytest.mark.parametrize(
+    "spec,size", [("72", 72), ("36", 36), ("18", 18), ("8", 8), ("4", 4), ("flip+tx+rot", 24)]
+)
 def test_named_subsets_keep_the_paper_order(spec, size):
     ts, full = TransformSet(spec), TransformSet("72").transforms
     assert len(ts) == size

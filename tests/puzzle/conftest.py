@@ -18,27 +18,32 @@ TEXTS = {
     "Sense & Sensibility": (
         "The family of Dashwood had long been settled in Sussex. Their estate was large, and their residence was at "
         "Norland Park, in the centre of their property, where, for many generations, they had lived in so "
-        "respectable a manner as to engage the general good opinion of their surrounding acquaintance."),
+        "respectable a manner as to engage the general good opinion of their surrounding acquaintance."
+    ),
     "Pride & Prejudice": (
         "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want "
         "of a wife. However little known the feelings or views of such a man may be on his first entering a "
         "neighbourhood, this truth is so well fixed in the minds of the surrounding families, that he is considered "
-        "the rightful property of some one or other of their daughters."),
+        "the rightful property of some one or other of their daughters."
+    ),
     "Mansfield Park": (
         "About thirty years ago Miss Maria Ward, of Huntingdon, with only seven thousand pounds, had the good luck "
         "to captivate Sir Thomas Bertram, of Mansfield Park, in the county of Northampton, and to be thereby raised "
         "to the rank of a baronet's lady, with all the comforts and consequences of an handsome house and large "
-        "income."),
+        "income."
+    ),
     "Emma": (
         "Emma Woodhouse, handsome, clever, and rich, with a comfortable home and happy disposition, seemed to unite "
         "some of the best blessings of existence; and had lived nearly twenty-one years in the world with very "
         "little to distress or vex her. She was the youngest of the two daughters of a most affectionate, "
-        "indulgent father."),
+        "indulgent father."
+    ),
     "Northanger Abbey": (
         "No one who had ever seen Catherine Morland in her infancy would have supposed her born to be an heroine. "
         "Her situation in life, the character of her father and mother, her own person and disposition, were all "
         "equally against her. Her father was a clergyman, without being neglected, or poor, and a very respectable "
-        "man."),
+        "man."
+    ),
     "Persuasion": (
         "Sir Walter Elliot, of Kellynch Hall, in Somersetshire, was a man who, for his own amusement, never took up "
         "any book but the Baronetage; there he found occupation for an idle hour, and consolation in a distressed "
@@ -49,7 +54,8 @@ TEXTS = {
         "was the page at which the favourite volume always opened: Elliot of Kellynch Hall. Walter Elliot, born "
         "March 1, 1760, married, July 15, 1784, Elizabeth, daughter of James Stevenson, Esq. of South Park, in the "
         "county of Gloucester, by which lady (who died 1800) he has issue Elizabeth, born June 1, 1785; Anne, born "
-        "August 9, 1787; a still-born son, November 5, 1789; Mary, born November 20, 1791."),
+        "August 9, 1787; a still-born son, November 5, 1789; Mary, born November 20, 1791."
+    ),
 }
 
 
@@ -60,7 +66,9 @@ def make_tokenizer():
     tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.train_from_iterator(TEXTS.values(), trainers.WordLevelTrainer(special_tokens=["[UNK]", "<eos>"]))
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="<eos>", pad_token="<eos>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", eos_token="<eos>", pad_token="<eos>"
+    )
 
 
 def make_parent(path: Path, *, seed: int = 0, layers: int = 4, model_type: str = "llama") -> Path:
@@ -68,10 +76,20 @@ def make_parent(path: Path, *, seed: int = 0, layers: int = 4, model_type: str =
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = make_tokenizer()
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
-                         tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     with torch.no_grad():  # larger weights than the 0.02 init, so children differ measurably from the parent
@@ -93,8 +111,16 @@ def tiny_config(parent: Path, **over) -> dict:
         "parent": str(parent),
         "seed": 0,
         "data": {"seq_len": 16, "batch_size": 2},
-        "search_space": {"kv_heads": [1], "ffn_fractions": [0.5], "attention_linear": True, "attention_no_op": True,
-                         "ffn_linear": False, "ffn_no_op": True, "kv_init": "mean_pool", "ffn_init": "activation"},
+        "search_space": {
+            "kv_heads": [1],
+            "ffn_fractions": [0.5],
+            "attention_linear": True,
+            "attention_no_op": True,
+            "ffn_linear": False,
+            "ffn_no_op": True,
+            "kv_init": "mean_pool",
+            "ffn_init": "activation",
+        },
         "library": {"calib_tokens": 64},
         "bld": {"mode": "decoupled", "token_budget": 128, "lr": 1e-3},
         "score": {"tokens": 64},
@@ -157,7 +183,9 @@ def no_in_memory_checkpoints(monkeypatch):
     from lightning.fabric.plugins.io import torch_io
 
     def in_memory(*args, **kwargs):
-        raise AssertionError("checkpoint serialised in memory (Lightning's TorchCheckpointIO), not streamed to disk")
+        raise AssertionError(
+            "checkpoint serialised in memory (Lightning's TorchCheckpointIO), not streamed to disk"
+        )
 
     monkeypatch.setattr(torch_io, "_atomic_save", in_memory)
 

@@ -103,8 +103,14 @@ def test_block_influence_on_hf_hidden_states():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=256)
+    cfg = LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=256,
+    )
     model = LlamaForCausalLM(cfg).eval()
     with torch.no_grad():
         out = model(torch.randint(0, 256, (2, 16)), output_hidden_states=True)

@@ -9,7 +9,11 @@ from puzzle.checkpoint_io import FileCheckpointIO
 
 
 def test_checkpoint_streams_to_disk_and_loads_back(tmp_path, monkeypatch, no_in_memory_checkpoints):
-    checkpoint = {"state_dict": {"w": torch.randn(64, 32)}, "optimizer_states": [{"step": 3}], "global_step": 3}
+    checkpoint = {
+        "state_dict": {"w": torch.randn(64, 32)},
+        "optimizer_states": [{"step": 3}],
+        "global_step": 3,
+    }
     path = tmp_path / "ckpts" / "last.ckpt"
     io = FileCheckpointIO()
     io.save_checkpoint(checkpoint, path)

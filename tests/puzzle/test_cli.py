@@ -21,7 +21,7 @@ def _fails(capsys, argv, *needles):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") or "\nerror: " in err, err  # progress lines may come before it
-    err = err[err.index("error: "):]
+    err = err[err.index("error: ") :]
     for needle in needles:
         assert needle in err, err
     return err
@@ -32,8 +32,13 @@ def measured_run(tmp_path_factory, tiny_parent, tiny_run_config, austen_texts):
     """A run folder with library .. measure done (the search inputs), for the target errors."""
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("cli_run")
-    pipe = Pipeline(load_config(tiny_run_config(tiny_parent)), root, texts=austen_texts, progress=False,
-                    log=lambda m: None)
+    pipe = Pipeline(
+        load_config(tiny_run_config(tiny_parent)),
+        root,
+        texts=austen_texts,
+        progress=False,
+        log=lambda m: None,
+    )
     pipe.run_all(["library", "bld", "score", "measure"])
     return root
 
@@ -43,7 +48,18 @@ def test_help_lists_every_stage(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for stage in ("library", "bld", "score", "measure", "search", "realize", "gkd", "evaluate", "export", "run"):
+    for stage in (
+        "library",
+        "bld",
+        "score",
+        "measure",
+        "search",
+        "realize",
+        "gkd",
+        "evaluate",
+        "export",
+        "run",
+    ):
         assert stage in out
 
 
@@ -67,15 +83,23 @@ def test_malformed_config(tmp_path, capsys, tiny_parent, tiny_run_config):
 
 
 def test_bench_with_a_missing_config(tmp_path, capsys):
-    _fails(capsys, ["bench", "--config", str(tmp_path / "nope.yaml"), "--results", str(tmp_path / "r.jsonl")],
-           "nope.yaml", "does not exist")
+    _fails(
+        capsys,
+        ["bench", "--config", str(tmp_path / "nope.yaml"), "--results", str(tmp_path / "r.jsonl")],
+        "nope.yaml",
+        "does not exist",
+    )
     assert not (tmp_path / "r.jsonl").exists()
 
 
 def test_infeasible_target_names_the_cheapest(measured_run, tmp_path, capsys, tiny_parent, tiny_run_config):
     cfg = _write(tmp_path / "c.json", tiny_run_config(tiny_parent, targets=["50x"]))
-    err = _fails(capsys, ["search", "--config", cfg, "--run-dir", str(measured_run)], "50x",
-                 "cheapest achievable child runs at")
+    err = _fails(
+        capsys,
+        ["search", "--config", cfg, "--run-dir", str(measured_run)],
+        "50x",
+        "cheapest achievable child runs at",
+    )
     costs = json.loads((measured_run / "measure" / "costs.json").read_text())
     skeleton_tps = costs["skeleton"]["tokens_per_s"]
     assert f"{skeleton_tps:.1f}" in err or "tokens/s" in err
@@ -87,12 +111,19 @@ def test_stage_before_its_inputs(measured_run, tmp_path, capsys, tiny_parent, ti
     _fails(capsys, ["gkd", "--config", cfg, "--run-dir", str(measured_run)], "needs stage 'realize'")
 
 
-def test_other_thread_count_than_the_measurement(measured_run, tmp_path, capsys, tiny_parent, tiny_run_config):
+def test_other_thread_count_than_the_measurement(
+    measured_run, tmp_path, capsys, tiny_parent, tiny_run_config
+):
     cfg = _write(tmp_path / "c.json", tiny_run_config(tiny_parent))
     measured = torch.get_num_threads()  # measured_run measured with this count
     try:
-        _fails(capsys, ["search", "--config", cfg, "--run-dir", str(measured_run), "--threads", str(measured + 1)],
-               "needs stage 'measure'", f"measured with {measured} CPU threads", f"pass --threads {measured}")
+        _fails(
+            capsys,
+            ["search", "--config", cfg, "--run-dir", str(measured_run), "--threads", str(measured + 1)],
+            "needs stage 'measure'",
+            f"measured with {measured} CPU threads",
+            f"pass --threads {measured}",
+        )
     finally:
         torch.set_num_threads(measured)
 
@@ -100,8 +131,12 @@ def test_other_thread_count_than_the_measurement(measured_run, tmp_path, capsys,
 def test_run_folder_of_another_parent(measured_run, tmp_path, capsys, make_tiny_parent, tiny_run_config):
     other = make_tiny_parent(tmp_path / "other", seed=3, layers=2)
     cfg = _write(tmp_path / "c.json", tiny_run_config(other))
-    _fails(capsys, ["score", "--config", cfg, "--run-dir", str(measured_run)], "belongs to parent",
-           "use a new --run-dir")
+    _fails(
+        capsys,
+        ["score", "--config", cfg, "--run-dir", str(measured_run)],
+        "belongs to parent",
+        "use a new --run-dir",
+    )
 
 
 def test_gkd_of_a_child_that_is_not_in_the_run(measured_run, tmp_path, capsys, tiny_parent, tiny_run_config):
@@ -112,5 +147,9 @@ def test_gkd_of_a_child_that_is_not_in_the_run(measured_run, tmp_path, capsys, t
     cfg = _write(tmp_path / "c.json", tiny_run_config(tiny_parent))
     assert main(["search", "--config", cfg, "--run-dir", str(run), "--no-progress"]) == 0
     assert main(["realize", "--config", cfg, "--run-dir", str(run), "--no-progress"]) == 0
-    _fails(capsys, ["gkd", "--config", cfg, "--run-dir", str(run), "--children", "puzzle-9x"],
-           "no child ['puzzle-9x']", "puzzle-1.5x")
+    _fails(
+        capsys,
+        ["gkd", "--config", cfg, "--run-dir", str(run), "--children", "puzzle-9x"],
+        "no child ['puzzle-9x']",
+        "puzzle-1.5x",
+    )

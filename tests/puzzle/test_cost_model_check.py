@@ -13,8 +13,12 @@ SCRIPT = Path(__file__).parents[2] / "packages" / "puzzle" / "scripts" / "cost_m
 def _run(config: dict, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
-    return subprocess.run([sys.executable, str(SCRIPT), str(path), "--threads", "1", *args], capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), str(path), "--threads", "1", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_random_children_under_both_models(tiny_parent, tiny_run_config, tmp_path):

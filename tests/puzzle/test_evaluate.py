@@ -17,11 +17,27 @@ def test_speedup_is_relative_to_the_parent_round_by_round(tiny_parent):
     child = copy.deepcopy(parent)
     # the machine halves its speed after the first round; the child runs in 0.8 of the parent's time throughout
     rounds = {"parent": [10.0, 20.0, 20.0], "child": [8.0, 16.0, 16.0]}
-    costs = {name: {"prefill_ms": 1.0, "decode_ms": 1.0, "runtime_ms": sorted(r)[1], "tokens_per_s": 1000 / sorted(r)[1],
-                    "rounds_ms": r} for name, r in rounds.items()}
+    costs = {
+        name: {
+            "prefill_ms": 1.0,
+            "decode_ms": 1.0,
+            "runtime_ms": sorted(r)[1],
+            "tokens_per_s": 1000 / sorted(r)[1],
+            "rounds_ms": r,
+        }
+        for name, r in rounds.items()
+    }
     batches = [torch.randint(0, parent.config.vocab_size, (1, 6))]
-    results = evaluate_models({"child": child}, parent, batches, Scenario(prefill=4, decode=2), device=torch.device("cpu"),
-                              predicted_runtime_ms={"parent": 100.0, "child": 90.0}, progress=False, costs=costs)
+    results = evaluate_models(
+        {"child": child},
+        parent,
+        batches,
+        Scenario(prefill=4, decode=2),
+        device=torch.device("cpu"),
+        predicted_runtime_ms={"parent": 100.0, "child": 90.0},
+        progress=False,
+        costs=costs,
+    )
     assert results["parent"]["speedup"] == 1.0
     assert results["child"]["speedup"] == pytest.approx(1 / 0.8)
     assert results["child"]["predicted_over_measured_vs_parent"] == pytest.approx(0.9 / 0.8)

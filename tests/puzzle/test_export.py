@@ -21,13 +21,25 @@ from puzzle.library import SearchSpace, build_library
 from puzzle.parent import load_parent
 from puzzle.realize import realize
 
-TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-            num_key_value_heads=2, vocab_size=256, max_position_embeddings=64, initializer_range=0.1,
-            tie_word_embeddings=True)
+TINY = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=256,
+    max_position_embeddings=64,
+    initializer_range=0.1,
+    tie_word_embeddings=True,
+)
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {"<unk>": 0, "</s>": 1, **{w: i + 2 for i, w in enumerate("a truth universally acknowledged".split())}}
+    vocab = {
+        "<unk>": 0,
+        "</s>": 1,
+        **{w: i + 2 for i, w in enumerate("a truth universally acknowledged".split())},
+    }
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="</s>")
@@ -56,8 +68,12 @@ def test_realize_validates_choices(parent_and_library):
 def test_exported_child_loads_with_trust_remote_code(parent_and_library, tmp_path):
     parent, lib = parent_and_library
     a, f = lib.attention_config, lib.ffn_config
-    choices = [BlockConfig(a("gqa_kv1"), f("ffn_64")), BlockConfig(a("linear"), f("linear")),
-               BlockConfig(a("no_op"), f("no_op")), BlockConfig(a("gqa_kv2"), f("ffn_128"))]
+    choices = [
+        BlockConfig(a("gqa_kv1"), f("ffn_64")),
+        BlockConfig(a("linear"), f("linear")),
+        BlockConfig(a("no_op"), f("no_op")),
+        BlockConfig(a("gqa_kv2"), f("ffn_128")),
+    ]
     child = realize(parent, choices, lib)
     assert child.block_configs == choices
     # layer 3 is the parent's block: the library copy is the parent's weights
@@ -68,15 +84,22 @@ def test_exported_child_loads_with_trust_remote_code(parent_and_library, tmp_pat
     export_child(child, tiny_tokenizer(), out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["child"]  # no temp folders left behind
     assert not (out / "stale.txt").exists()
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "block_config.py", "configuration_decilm.py",
-                 "modeling_decilm.py"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "block_config.py",
+        "configuration_decilm.py",
+        "modeling_decilm.py",
+    ):
         assert (out / name).is_file(), name
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model_type"] == "nemotron-nas" and cfg["architectures"] == ["DeciLMForCausalLM"]
     assert cfg["auto_map"]["AutoModelForCausalLM"] == "modeling_decilm.DeciLMForCausalLM"
-    assert cfg["block_configs"][2] == {"attention": {"n_heads_in_group": None, "no_op": True,
-                                                     "replace_with_linear": False},
-                                       "ffn": {"ffn_mult": None, "no_op": True, "replace_with_linear": False}}
+    assert cfg["block_configs"][2] == {
+        "attention": {"n_heads_in_group": None, "no_op": True, "replace_with_linear": False},
+        "ffn": {"ffn_mult": None, "no_op": True, "replace_with_linear": False},
+    }
     assert cfg["block_configs"][0]["attention"]["n_heads_in_group"] == 4
 
     loaded = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()

@@ -25,7 +25,7 @@ def realized(tmp_path_factory, tiny_parent, tiny_run_config, austen_texts):
     root = tmp_path_factory.mktemp("scaling")
     config = load_config(tiny_run_config(tiny_parent))
     pipe = Pipeline(config, root, texts=austen_texts, progress=False, log=lambda m: None)
-    pipe.run_all(STAGES[:STAGES.index("realize") + 1])
+    pipe.run_all(STAGES[: STAGES.index("realize") + 1])
     return root, config, next(iter(pipe.solutions()))
 
 
@@ -55,8 +55,9 @@ def test_killed_run_resumes_to_the_rows_of_an_uninterrupted_one(realized, austen
 
     ckpt = tmp_path / "ckpt"
     with pytest.raises(RuntimeError, match="killed"):
-        gkd_scaling.gkd_scaling(_pipe(realized, austen_texts), child, ckpt_dir=ckpt, callbacks=[_KilledAt(5)],
-                                **kwargs)
+        gkd_scaling.gkd_scaling(
+            _pipe(realized, austen_texts), child, ckpt_dir=ckpt, callbacks=[_KilledAt(5)], **kwargs
+        )
     assert (ckpt / "last.ckpt").exists() and (ckpt / "settings.json").exists()
     killed_rows = json.loads((ckpt / "rows.json").read_text())
     assert [r["step"] for r in killed_rows] == [0, 2, 4]
@@ -74,13 +75,22 @@ def test_resuming_with_other_settings_is_refused(realized, austen_texts, tmp_pat
     _, config, child = realized
     tpb = config["data"]["seq_len"] * config["data"]["batch_size"]
     ckpt = tmp_path / "ckpt"
-    gkd_scaling.gkd_scaling(_pipe(realized, austen_texts), child, tokens=2 * tpb, eval_every=2 * tpb, ckpt_dir=ckpt)
+    gkd_scaling.gkd_scaling(
+        _pipe(realized, austen_texts), child, tokens=2 * tpb, eval_every=2 * tpb, ckpt_dir=ckpt
+    )
     with pytest.raises(ConfigError, match="other settings: gkd differ"):
-        gkd_scaling.gkd_scaling(_pipe(realized, austen_texts, lr=5e-4), child, tokens=2 * tpb, eval_every=2 * tpb,
-                                ckpt_dir=ckpt)
+        gkd_scaling.gkd_scaling(
+            _pipe(realized, austen_texts, lr=5e-4), child, tokens=2 * tpb, eval_every=2 * tpb, ckpt_dir=ckpt
+        )
     with pytest.raises(ConfigError, match="other settings: tokens differ"):
-        gkd_scaling.gkd_scaling(_pipe(realized, austen_texts), child, tokens=4 * tpb, eval_every=2 * tpb,
-                                ckpt_dir=ckpt)
+        gkd_scaling.gkd_scaling(
+            _pipe(realized, austen_texts), child, tokens=4 * tpb, eval_every=2 * tpb, ckpt_dir=ckpt
+        )
     with pytest.raises(ConfigError, match="'hand-made' is not one"):  # no blocks to tie the checkpoints to
-        gkd_scaling.gkd_scaling(_pipe(realized, austen_texts), "hand-made", tokens=2 * tpb, eval_every=2 * tpb,
-                                ckpt_dir=tmp_path / "other")
+        gkd_scaling.gkd_scaling(
+            _pipe(realized, austen_texts),
+            "hand-made",
+            tokens=2 * tpb,
+            eval_every=2 * tpb,
+            ckpt_dir=tmp_path / "other",
+        )

@@ -16,8 +16,16 @@ from puzzle.configuration_decilm import DeciLMConfig
 from puzzle.modeling_decilm import DeciLMForCausalLM
 from puzzle.parent import NotLlamaFamilyError, load_parent, parent_fingerprint
 
-TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-            num_key_value_heads=2, vocab_size=256, max_position_embeddings=128, initializer_range=0.1)
+TINY = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=256,
+    max_position_embeddings=128,
+    initializer_range=0.1,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -34,10 +42,18 @@ def save_tiny(cls, config, path: Path, seed: int = 0) -> torch.nn.Module:
 
 def mixed_model(seed: int = 0) -> DeciLMForCausalLM:
     """kv2 (parent), kv1, linear and no_op attention; SwiGLU 128/48, linear and no_op FFN."""
-    a = [AttentionConfig.gqa(2, 4), AttentionConfig.gqa(1, 4), AttentionConfig(replace_with_linear=True),
-         AttentionConfig(no_op=True)]
-    f = [FFNConfig.of_size(48, 64), FFNConfig(no_op=True), FFNConfig(replace_with_linear=True),
-         FFNConfig.of_size(128, 64)]
+    a = [
+        AttentionConfig.gqa(2, 4),
+        AttentionConfig.gqa(1, 4),
+        AttentionConfig(replace_with_linear=True),
+        AttentionConfig(no_op=True),
+    ]
+    f = [
+        FFNConfig.of_size(48, 64),
+        FFNConfig(no_op=True),
+        FFNConfig(replace_with_linear=True),
+        FFNConfig.of_size(128, 64),
+    ]
     blocks = [BlockConfig(x, y) for x, y in zip([a[2], a[0], a[3], a[1]], f, strict=True)]
     torch.manual_seed(seed)
     return DeciLMForCausalLM(DeciLMConfig(**TINY, block_configs=blocks)).eval()
@@ -93,14 +109,23 @@ def test_block_config_dict_layout_and_rules():
     assert ffn_mult_to_intermediate_size(5.25, 8192) == 28672
     b = BlockConfig(AttentionConfig.gqa(3, 9), FFNConfig.of_size(1536, 576))
     d = b.to_dict()
-    assert d == {"attention": {"n_heads_in_group": 3, "no_op": False, "replace_with_linear": False},
-                 "ffn": {"ffn_mult": 4.0, "no_op": False, "replace_with_linear": False, "intermediate_size": 1536}}
+    assert d == {
+        "attention": {"n_heads_in_group": 3, "no_op": False, "replace_with_linear": False},
+        "ffn": {"ffn_mult": 4.0, "no_op": False, "replace_with_linear": False, "intermediate_size": 1536},
+    }
     assert BlockConfig.from_dict(json.loads(json.dumps(d)), hidden_size=576, num_attention_heads=9) == b
     assert (b.attention.name, b.ffn.name) == ("gqa_kv3", "ffn_1536")
     # A Nemotron-51B entry (ffn_mult only, extra switches off) parses; an active unknown switch does not.
-    nemotron = {"attention": {"n_heads_in_group": 8, "no_op": False, "replace_with_linear": False,
-                              "sparsify": None, "window_length": None},
-                "ffn": {"ffn_mult": 5.25, "no_op": False, "replace_with_linear": False, "sparsify": None}}
+    nemotron = {
+        "attention": {
+            "n_heads_in_group": 8,
+            "no_op": False,
+            "replace_with_linear": False,
+            "sparsify": None,
+            "window_length": None,
+        },
+        "ffn": {"ffn_mult": 5.25, "no_op": False, "replace_with_linear": False, "sparsify": None},
+    }
     parsed = BlockConfig.from_dict(nemotron, hidden_size=8192, num_attention_heads=64)
     assert parsed.ffn.intermediate_size == 28672 and parsed.attention.num_key_value_heads == 8
     with pytest.raises(ValueError, match="window_length"):
@@ -143,16 +168,21 @@ def test_forward_layers_in_slices_matches_forward():
     with torch.no_grad():
         full = model.model(ids, use_cache=True)
         h = model.model.forward_layers(model.model.embed_tokens(ids), 0, 2)
-        assert torch.allclose(model.model.norm(model.model.forward_layers(h, 2)), full.last_hidden_state, atol=1e-5)
+        assert torch.allclose(
+            model.model.norm(model.model.forward_layers(h, 2)), full.last_hidden_state, atol=1e-5
+        )
         cache = DynamicCache()
         pos = model.model.rotary_emb(h, torch.arange(T)[None])
-        h = model.model.forward_layers(model.model.embed_tokens(ids), 0, 2, position_embeddings=pos,
-                                       past_key_values=cache)
+        h = model.model.forward_layers(
+            model.model.embed_tokens(ids), 0, 2, position_embeddings=pos, past_key_values=cache
+        )
         model.model.forward_layers(h, 2, position_embeddings=pos, past_key_values=cache)
     # layer 3 is the second GQA layer: the second slice must write cache slot 1, not append to slot 0
     assert [tuple(layer.keys.shape) for layer in cache.layers] == [(B, 2, T, 16), (B, 1, T, 16)]
     for mine, ref in zip(cache.layers, full.past_key_values.layers, strict=True):
-        assert torch.allclose(mine.keys, ref.keys, atol=1e-6) and torch.allclose(mine.values, ref.values, atol=1e-6)
+        assert torch.allclose(mine.keys, ref.keys, atol=1e-6) and torch.allclose(
+            mine.values, ref.values, atol=1e-6
+        )
 
 
 def test_incremental_decoding_matches_full_forward():
@@ -161,9 +191,13 @@ def test_incremental_decoding_matches_full_forward():
     with torch.no_grad():
         full = model(ids).logits
         first = model(ids[:, :5], use_cache=True)
-        chunk = model(ids[:, 5:9], past_key_values=first.past_key_values, use_cache=True)  # offset causal mask
-        rest = [model(ids[:, t:t + 1], past_key_values=chunk.past_key_values, use_cache=True).logits
-                for t in range(9, 12)]
+        chunk = model(
+            ids[:, 5:9], past_key_values=first.past_key_values, use_cache=True
+        )  # offset causal mask
+        rest = [
+            model(ids[:, t : t + 1], past_key_values=chunk.past_key_values, use_cache=True).logits
+            for t in range(9, 12)
+        ]
     torch.testing.assert_close(torch.cat([first.logits, chunk.logits, *rest], dim=1), full, atol=1e-5, rtol=0)
 
 
@@ -186,14 +220,19 @@ def test_generate_with_cache_equals_greedy_without_cache():
     assert torch.equal(seq, with_cache[:1])
 
 
-@pytest.mark.skipif(not get_source("smollm2").is_fetched(),
-                    reason="SmolLM2 not fetched (`effinfer-data fetch smollm2`; scripts/setup.sh does it)")
+@pytest.mark.skipif(
+    not get_source("smollm2").is_fetched(),
+    reason="SmolLM2 not fetched (`effinfer-data fetch smollm2`; scripts/setup.sh does it)",
+)
 def test_real_smollm2_parent_identity():
     from benchmarks.data import smollm2_dir
 
     path = smollm2_dir()
     model, tokenizer = load_parent(path)
-    assert model.config.num_hidden_layers == 30 and model.config.block_configs[0]["attention"]["n_heads_in_group"] == 3
+    assert (
+        model.config.num_hidden_layers == 30
+        and model.config.block_configs[0]["attention"]["n_heads_in_group"] == 3
+    )
     ref = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     ids = tokenizer("It is a truth universally acknowledged", return_tensors="pt").input_ids
     with torch.no_grad():

@@ -30,8 +30,13 @@ def clean_run(tmp_path_factory, tiny_parent, tiny_run_config, austen_texts):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("clean")
     messages: list[str] = []
-    pipe = Pipeline(load_config(tiny_run_config(tiny_parent)), root, texts=austen_texts, progress=False,
-                    log=messages.append)
+    pipe = Pipeline(
+        load_config(tiny_run_config(tiny_parent)),
+        root,
+        texts=austen_texts,
+        progress=False,
+        log=messages.append,
+    )
     pipe.run_all()
     pipe.test_messages = messages  # what the stages logged, for the progress test
     return pipe
@@ -46,8 +51,13 @@ def copy_of_clean_run(clean_run, tiny_parent, tiny_run_config, austen_texts, tmp
     shutil.copytree(clean_run.run.root, root)
 
     def make(log=lambda m: None, **over):
-        return Pipeline(load_config(tiny_run_config(tiny_parent, **over)), root, texts=austen_texts, progress=False,
-                        log=log)
+        return Pipeline(
+            load_config(tiny_run_config(tiny_parent, **over)),
+            root,
+            texts=austen_texts,
+            progress=False,
+            log=log,
+        )
 
     return make
 
@@ -94,8 +104,10 @@ def test_matched_children_cost_no_more_and_score_no_worse_than_their_baselines(c
         twin = next((v for v in matched.values() if v["matched"] == name), None)
         if twin is None:
             budget = solutions[name]["predicted"]["runtime_ms"]
-            assert any(v["method"] == "puzzle" and v["predicted"]["runtime_ms"] <= budget * (1 + 1e-9)
-                       for v in solutions.values())
+            assert any(
+                v["method"] == "puzzle" and v["predicted"]["runtime_ms"] <= budget * (1 + 1e-9)
+                for v in solutions.values()
+            )
             continue
         base = solutions[name]
         assert twin["method"] == "puzzle" and twin["target"] == base["target"]
@@ -113,8 +125,9 @@ def test_rerun_skips_every_stage(clean_run, monkeypatch):
     assert clean_run.run.manifest_path.read_bytes() == before
 
 
-def test_killed_run_resumes_with_the_same_artifacts(clean_run, tmp_path, tiny_parent, tiny_run_config,
-                                                    austen_texts, monkeypatch):
+def test_killed_run_resumes_with_the_same_artifacts(
+    clean_run, tmp_path, tiny_parent, tiny_run_config, austen_texts, monkeypatch
+):
     config = load_config(tiny_run_config(tiny_parent))
     real_gkd = Pipeline.stage_gkd
 
@@ -151,7 +164,9 @@ def test_changed_config_reruns_only_downstream(copy_of_clean_run):
 
 
 def test_bld_checkpoint_cadence_is_not_part_of_the_bld_hash(copy_of_clean_run):
-    pipe = copy_of_clean_run(bld={"checkpoint_every": 1})  # a killed BLD resumed with more frequent checkpoints
+    pipe = copy_of_clean_run(
+        bld={"checkpoint_every": 1}
+    )  # a killed BLD resumed with more frequent checkpoints
     assert all(pipe.run.is_done(s, pipe.inputs_hash(s)) for s in STAGES)
     pipe = copy_of_clean_run(bld={"lr": 5e-4})
     assert not pipe.run.is_done("bld", pipe.inputs_hash("bld"))
@@ -181,11 +196,14 @@ def test_changed_search_realises_and_distils_only_new_children(clean_run, copy_o
     changed = {name for name, rec in after.items() if before.get(name, {}).get("blocks") != rec["blocks"]}
     assert changed and changed != set(after)  # the 1.3x children are new, the 1.5x ones are kept
     for stage, finished in (("realize", r": [\d.]+ M parameters$"), ("gkd", r": loss ")):
-        redone = {m.group(1) for m in (re.match(rf"\[{stage}\] (\S+){finished}", line) for line in messages) if m}
+        redone = {
+            m.group(1) for m in (re.match(rf"\[{stage}\] (\S+){finished}", line) for line in messages) if m
+        }
         assert redone == changed, stage
     for name in set(after) - changed:  # the kept children's weights are those of the first run
-        assert file_hash(root / "gkd" / name / "model.safetensors") == \
-            file_hash(clean_run.run.path("gkd") / name / "model.safetensors")
+        assert file_hash(root / "gkd" / name / "model.safetensors") == file_hash(
+            clean_run.run.path("gkd") / name / "model.safetensors"
+        )
 
 
 def test_gkd_of_some_children_then_of_the_rest(copy_of_clean_run):
@@ -209,7 +227,9 @@ def test_excluded_blocks_leave_the_puzzle_children_and_not_the_baselines(clean_r
     before = clean_run.solutions()
     # a block the Puzzle children use (which one rides on timing noise), one a baseline uses too if there is such
     parent_block = clean_run.parent_block().name
-    used = Counter(n for rec in before.values() if rec["method"] == "puzzle" for n in rec["names"] if n != parent_block)
+    used = Counter(
+        n for rec in before.values() if rec["method"] == "puzzle" for n in rec["names"] if n != parent_block
+    )
     by_baselines = {n for rec in before.values() if rec["method"] != "puzzle" for n in rec["names"]}
     dropped = max(used, key=lambda n: (n in by_baselines, used[n]))
     pipe = copy_of_clean_run(search={"exclude_blocks": [dropped]})
@@ -237,12 +257,14 @@ def test_measured_match_times_each_twin_beside_its_baseline(copy_of_clean_run):
         match = rec["match"]
         assert match["by"] == "measured" and 1 <= len(match["rounds"]) <= 2
         assert all(r["measured_over_baseline"] > 0 for r in match["rounds"])
-        assert match["measured_over_baseline"] == min((r["measured_over_baseline"] for r in match["rounds"]),
-                                                      key=lambda x: abs(x - 1))
+        assert match["measured_over_baseline"] == min(
+            (r["measured_over_baseline"] for r in match["rounds"]), key=lambda x: abs(x - 1)
+        )
 
 
-def test_measured_match_searches_again_where_the_twin_measures_the_baselines_speed(copy_of_clean_run,
-                                                                                   monkeypatch):
+def test_measured_match_searches_again_where_the_twin_measures_the_baselines_speed(
+    copy_of_clean_run, monkeypatch
+):
     import puzzle.costs
 
     pipe = copy_of_clean_run(search={"match_by": "measured", "match_rounds": 4, "match_tolerance": 0.01})
@@ -253,8 +275,10 @@ def test_measured_match_searches_again_where_the_twin_measures_the_baselines_spe
         return table.predict([(b.attention.name, b.ffn.name) for b in model.block_configs])["runtime_ms"]
 
     def fake_generations(models, scenario, *, device, warmup=1, iters=5):
-        return {name: {"rounds_ms": [predicted_ms(m) * (slow if name == "baseline" else 1.0)] * iters}
-                for name, m in models.items()}
+        return {
+            name: {"rounds_ms": [predicted_ms(m) * (slow if name == "baseline" else 1.0)] * iters}
+            for name, m in models.items()
+        }
 
     monkeypatch.setattr(puzzle.costs, "measure_generations", fake_generations)
     pipe.run_stage("search")
@@ -264,15 +288,24 @@ def test_measured_match_searches_again_where_the_twin_measures_the_baselines_spe
     for rec in twins:
         rounds = rec["match"]["rounds"]
         base = solutions[rec["matched"]]["predicted"]["runtime_ms"]
-        assert rounds[0]["runtime_budget_ms"] == pytest.approx(base)  # first at the baseline's predicted runtime
-        assert rounds[0]["measured_over_baseline"] == pytest.approx(rounds[0]["predicted_runtime_ms"] / base / slow)
-        if len(rounds) == 1:  # 30% off, so searched again at a larger budget, unless that gives the same child
+        assert rounds[0]["runtime_budget_ms"] == pytest.approx(
+            base
+        )  # first at the baseline's predicted runtime
+        assert rounds[0]["measured_over_baseline"] == pytest.approx(
+            rounds[0]["predicted_runtime_ms"] / base / slow
+        )
+        if (
+            len(rounds) == 1
+        ):  # 30% off, so searched again at a larger budget, unless that gives the same child
             larger = rounds[0]["predicted_runtime_ms"] / rounds[0]["measured_over_baseline"]
             assert pipe._solve(pipe.problem(), {"runtime_ms": larger}).choice == rec["choice"]
             continue
-        for before, after in zip(rounds, rounds[1:], strict=False):  # each where the last twin measures the baseline's
+        for before, after in zip(
+            rounds, rounds[1:], strict=False
+        ):  # each where the last twin measures the baseline's
             assert after["runtime_budget_ms"] == pytest.approx(
-                before["predicted_runtime_ms"] / before["measured_over_baseline"])
+                before["predicted_runtime_ms"] / before["measured_over_baseline"]
+            )
         best = min(rounds, key=lambda r: abs(r["measured_over_baseline"] - 1))
         assert rec["match"]["measured_over_baseline"] == best["measured_over_baseline"]
         assert rec["predicted"]["runtime_ms"] == pytest.approx(best["predicted_runtime_ms"])
@@ -298,7 +331,9 @@ def test_another_objective_searches_again_without_rescoring(clean_run, copy_of_c
             assert rec["objective"] != pytest.approx(before[name]["objective"]), name
 
 
-def test_run_folder_refuses_another_parent(clean_run, tmp_path, make_tiny_parent, tiny_run_config, austen_texts):
+def test_run_folder_refuses_another_parent(
+    clean_run, tmp_path, make_tiny_parent, tiny_run_config, austen_texts
+):
     other = make_tiny_parent(tmp_path / "other", seed=1, layers=3)
     with pytest.raises(RunFolderMismatchError, match="different parent|belongs to parent"):
         Pipeline(load_config(tiny_run_config(other)), clean_run.run.root, texts=austen_texts, progress=False)
@@ -336,7 +371,9 @@ def test_trainer_precision_auto_resolves_for_the_device(tmp_path, tiny_parent, t
     for amx, precision in ((True, "bf16-mixed"), (False, "32-true")):
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx, raising=False)
         assert Pipeline(config, tmp_path, progress=False).trainer_kwargs()["precision"] == precision
-    explicit = load_config(tiny_run_config(tiny_parent, trainer={"accelerator": "cpu", "precision": "bf16-mixed"}))
+    explicit = load_config(
+        tiny_run_config(tiny_parent, trainer={"accelerator": "cpu", "precision": "bf16-mixed"})
+    )
     assert Pipeline(explicit, tmp_path, progress=False).trainer_kwargs()["precision"] == "bf16-mixed"
 
 
@@ -350,8 +387,10 @@ def test_run_config_path_prefers_the_given_config_then_the_run_folders(tmp_path)
 
 def test_config_extends_a_base_file(tmp_path):
     # 5e-4 and 1e6 without a dot are strings to YAML 1.1 (PyYAML); the config reads them as the numbers they mean
-    (tmp_path / "base.yaml").write_text("targets: ['1.25x']\ngkd:\n  lr: 1e-3\n  token_budget: 64\nbld:\n  token_budget: 1e6\n"
-                                        "search_space:\n  kv_heads: [1]\n  ffn_fractions: [5e-1, 0.25]\n")
+    (tmp_path / "base.yaml").write_text(
+        "targets: ['1.25x']\ngkd:\n  lr: 1e-3\n  token_budget: 64\nbld:\n  token_budget: 1e6\n"
+        "search_space:\n  kv_heads: [1]\n  ffn_fractions: [5e-1, 0.25]\n"
+    )
     (tmp_path / "runs").mkdir()
     child = tmp_path / "runs" / "child.yaml"
     child.write_text("extends: ../base.yaml\ngkd:\n  token_budget: 128\n")
@@ -382,22 +421,27 @@ def test_shipped_configs_load():
     long_space, cpu_space = loaded["cpu-long"]["search_space"], loaded["cpu"]["search_space"]
     assert set(cpu_space["ffn_fractions"]) < set(long_space["ffn_fractions"])
     assert {k: v for k, v in long_space.items() if k != "ffn_fractions"} == {
-        k: v for k, v in cpu_space.items() if k != "ffn_fractions"}
+        k: v for k, v in cpu_space.items() if k != "ffn_fractions"
+    }
     assert loaded["cpu-long"]["gkd"]["token_budget"] > loaded["cpu"]["gkd"]["token_budget"]
     # cpu-long-prompt changes only the deployment, so a copy of a cpu-long run folder keeps its library, BLD and scores
     prompt = loaded["cpu-long-prompt"]
     assert {k: v for k, v in prompt.items() if k != "scenario"} == {
-        k: v for k, v in loaded["cpu-long"].items() if k != "scenario"}
+        k: v for k, v in loaded["cpu-long"].items() if k != "scenario"
+    }
     assert prompt["scenario"]["prefill"] > loaded["cpu-long"]["scenario"]["prefill"]
     # cpu-long-coupled changes only the BLD mode, the space (a subset of cpu-long's) and how twins are matched
     coupled = loaded["cpu-long-coupled"]
     # checkpoint_every is outside BLD's hash (pipeline.UNHASHED), so it may differ without changing the BLD stage
     unhashed = {key.split(".", 1)[1] for key in UNHASHED if key.startswith("bld.")}
     assert {k: v for k, v in coupled["bld"].items() if k not in unhashed} == {
-        **{k: v for k, v in loaded["cpu-long"]["bld"].items() if k not in unhashed}, "mode": "coupled"}
+        **{k: v for k, v in loaded["cpu-long"]["bld"].items() if k not in unhashed},
+        "mode": "coupled",
+    }
     assert coupled["search"] == {**loaded["cpu-long"]["search"], "match_by": "measured"}
     assert {k: v for k, v in coupled.items() if k not in ("bld", "search_space", "search")} == {
-        k: v for k, v in loaded["cpu-long"].items() if k not in ("bld", "search_space", "search")}
+        k: v for k, v in loaded["cpu-long"].items() if k not in ("bld", "search_space", "search")
+    }
     assert set(coupled["search_space"]["ffn_fractions"]) < set(long_space["ffn_fractions"])
 
 
@@ -451,10 +495,11 @@ def test_coupled_mode_scores_whole_blocks(tmp_path, tiny_parent, tiny_run_config
     pipe.run_all(["library", "bld", "score", "measure", "search"])
     scores = pipe.run.read_json("score/scores.json")
     n_blocks = len(pipe.attention_variants()) * len(pipe.ffn_variants())
-    assert len([k for k in scores if "-block-" in k]) == 4 * (n_blocks - 1)  # every non-parent block, every layer
+    assert len([k for k in scores if "-block-" in k]) == 4 * (
+        n_blocks - 1
+    )  # every non-parent block, every layer
     problem = pipe.problem()
     assert problem.available.all() and problem.scores.shape == (4, n_blocks)
     no_op = problem.variant_names[0].index("no_op+no_op")
     assert problem.scores[2, no_op] == scores["002-block-no_op+no_op"]["kl"]
     assert list(pipe.solutions()) == ["puzzle-1.2x", "puzzle-1.5x"]
-

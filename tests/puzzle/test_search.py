@@ -26,7 +26,10 @@ def random_problem(layers: int, variants: int, seed: int, sense: str = "min", na
     scores = rng.random((layers, variants))
     scores[rng.random((layers, variants)) < nan_frac] = np.nan
     scores[:, 0] = rng.random(layers)  # keep one variant per layer available
-    costs = {"runtime_ms": rng.uniform(1, 10, (layers, variants)), "memory_mib": rng.uniform(1, 10, (layers, variants))}
+    costs = {
+        "runtime_ms": rng.uniform(1, 10, (layers, variants)),
+        "memory_mib": rng.uniform(1, 10, (layers, variants)),
+    }
     return SearchProblem(
         variant_names=[[f"v{j}" for j in range(variants)] for _ in range(layers)],
         scores=scores,
@@ -56,7 +59,10 @@ def brute_force(problem: SearchProblem, budgets: dict, minimums: dict | None = N
 
 
 def totals(problem: SearchProblem, choice: list[int]) -> dict[str, float]:
-    return {k: sum(a[i, c] for i, c in enumerate(choice)) + problem.fixed_costs[k] for k, a in problem.costs.items()}
+    return {
+        k: sum(a[i, c] for i, c in enumerate(choice)) + problem.fixed_costs[k]
+        for k, a in problem.costs.items()
+    }
 
 
 @pytest.mark.parametrize("solver", SOLVERS)
@@ -94,7 +100,9 @@ def test_every_constraint_honoured():
         ranges = {k: p.cost_range(k) for k in p.costs}
         for frac in (0.25, 0.5, 0.8):
             budgets = {k: lo + frac * (hi - lo) for k, (lo, hi) in ranges.items()}
-            minimums = {"params": ranges["params"][0] + 0.5 * frac * (ranges["params"][1] - ranges["params"][0])}
+            minimums = {
+                "params": ranges["params"][0] + 0.5 * frac * (ranges["params"][1] - ranges["params"][0])
+            }
             for sol in solve(p, budgets=budgets, minimums=minimums, num_solutions=2, diversity=2):
                 assert len(sol.choice) == p.num_layers
                 assert all(p.available[i, c] for i, c in enumerate(sol.choice))
@@ -107,8 +115,12 @@ def test_every_constraint_honoured():
 
 
 def test_fixed_costs_count_against_the_budget():
-    p = SearchProblem([["big", "small"]] * 2, np.array([[0.0, 1.0], [0.0, 1.0]]),
-                      {"runtime_ms": np.array([[2.0, 1.0], [2.0, 1.0]])}, fixed_costs={"runtime_ms": 1.0})
+    p = SearchProblem(
+        [["big", "small"]] * 2,
+        np.array([[0.0, 1.0], [0.0, 1.0]]),
+        {"runtime_ms": np.array([[2.0, 1.0], [2.0, 1.0]])},
+        fixed_costs={"runtime_ms": 1.0},
+    )
     assert solve(p, budgets={"runtime_ms": 5.0})[0].choice == [0, 0]
     (sol,) = solve(p, budgets={"runtime_ms": 4.0})  # 2 + 2 + fixed 1 = 5 > 4: one layer must shrink
     assert sorted(sol.choice) == [0, 1] and sol.costs["runtime_ms"] == pytest.approx(4.0)
@@ -118,8 +130,12 @@ def test_a_budget_equal_to_a_childs_total_in_another_float_order_is_met():
     # 0.1 + 0.2 + 0.7 = 1.0000000000000002 in the solution's order, 0.9999999999999999 as (0.7 + 0.2) + 0.1: the
     # best child within the budget misses it by 3e-16 ms, which must not be taken for a bound the solver broke
     runtime = np.array([[0.1, 5.0, 0.01], [0.2, 5.0, 0.01], [0.7, 5.0, 0.01]])
-    p = SearchProblem([["small", "big", "tiny"]] * 3, np.array([[1.0, 0.0, 9.0]] * 3), {"runtime_ms": runtime},
-                      fixed_costs={"runtime_ms": 0.0})
+    p = SearchProblem(
+        [["small", "big", "tiny"]] * 3,
+        np.array([[1.0, 0.0, 9.0]] * 3),
+        {"runtime_ms": runtime},
+        fixed_costs={"runtime_ms": 0.0},
+    )
     budget = (0.7 + 0.2) + 0.1
     (sol,) = solve(p, budgets={"runtime_ms": budget})
     assert sol.choice == [0, 0, 0] and sol.costs["runtime_ms"] > budget
@@ -193,7 +209,9 @@ def test_infeasible_budget_names_cheapest_total():
 
 def test_jointly_infeasible_budgets_raise():
     # Each budget alone is reachable (pick a or pick b) but not both at once.
-    p = SearchProblem([["a", "b"]], np.array([[0.0, 0.0]]), {"r": np.array([[1.0, 5.0]]), "m": np.array([[5.0, 1.0]])})
+    p = SearchProblem(
+        [["a", "b"]], np.array([[0.0, 0.0]]), {"r": np.array([[1.0, 5.0]]), "m": np.array([[5.0, 1.0]])}
+    )
     with pytest.raises(InfeasibleTargetError, match="not together"):
         solve(p, budgets={"r": 2.0, "m": 2.0})
 
@@ -229,7 +247,9 @@ def test_runtime_budget_ms():
 def test_sweep_is_monotone_and_skips_infeasible():
     p = synthetic_problem(16, 8, 1)
     lo, hi = p.cost_range("runtime_ms")
-    budgets = [{"runtime_ms": lo * 0.5}] + [{"runtime_ms": lo + f * (hi - lo)} for f in np.linspace(0.05, 1, 6)]
+    budgets = [{"runtime_ms": lo * 0.5}] + [
+        {"runtime_ms": lo + f * (hi - lo)} for f in np.linspace(0.05, 1, 6)
+    ]
     with pytest.warns(UserWarning, match="skipping"):
         sols = sweep(p, budgets)
     assert [s.budgets for s in sols] == budgets[1:]

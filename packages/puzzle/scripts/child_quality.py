@@ -47,14 +47,19 @@ def main() -> None:
     else:
         parent, _ = pipe.parent()
         children = {c: pipe.load_child(args.stage, c) for c in args.children}
-        results = quality_metrics({"parent": parent, **children}, parent, batches, device=pipe.device,
-                                  progress=False)
+        results = quality_metrics(
+            {"parent": parent, **children}, parent, batches, device=pipe.device, progress=False
+        )
     parent_top1 = results["parent"]["top1_accuracy"]
-    print(f"{sum(b.numel() for b in batches)} held-out tokens, {args.stage} children"
-          + (f", timed in a fresh process: {pipe.scenario()}" if args.time else ""))
+    print(
+        f"{sum(b.numel() for b in batches)} held-out tokens, {args.stage} children"
+        + (f", timed in a fresh process: {pipe.scenario()}" if args.time else "")
+    )
     for name, r in results.items():
-        line = (f"{name:24s} top-1 {r['top1_accuracy']:.4f}  retention {r['top1_accuracy'] / parent_top1:.3f}  "
-                f"KL {r['kl']:.4f}  ppl {r['perplexity']:.2f}")
+        line = (
+            f"{name:24s} top-1 {r['top1_accuracy']:.4f}  retention {r['top1_accuracy'] / parent_top1:.3f}  "
+            f"KL {r['kl']:.4f}  ppl {r['perplexity']:.2f}"
+        )
         if args.time:
             line += f"  {r['measured_tokens_per_s']:.1f} tokens/s  speed-up {r['speedup']:.3f}"
             # a child realised by an earlier search of the run folder has no prediction in the current one

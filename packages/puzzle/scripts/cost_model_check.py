@@ -57,51 +57,92 @@ def main() -> None:
         pipe = Pipeline(config, tmp, progress=True)
         attention, ffn, scenario = pipe.attention_variants(), pipe.ffn_variants(), pipe.scenario()
     if not (any(a.no_op for a in attention) and any(f.no_op for f in ffn)):
-        raise SystemExit("the subblocks model needs lone-subblock probes: the search space must allow no-op "
-                         "attention and no-op FFN (attention_no_op: true, ffn_no_op: true)")
+        raise SystemExit(
+            "the subblocks model needs lone-subblock probes: the search space must allow no-op "
+            "attention and no-op FFN (attention_no_op: true, ffn_no_op: true)"
+        )
     parent, _ = load_parent(pipe.parent_path)
     parent.eval()
     pb = parent.config.parent_block_config()
-    table = build_cost_table(parent, attention, ffn, scenario, build_attention=build_attention_block,
-                             build_ffn=build_ffn_block, device=pipe.device, probes="blocks",
-                             iters=config["measure"]["iters"], warmup=config["measure"]["warmup"])
+    table = build_cost_table(
+        parent,
+        attention,
+        ffn,
+        scenario,
+        build_attention=build_attention_block,
+        build_ffn=build_ffn_block,
+        device=pipe.device,
+        probes="blocks",
+        iters=config["measure"]["iters"],
+        warmup=config["measure"]["warmup"],
+    )
     # the subblocks model from the same probes: its lone-subblock probes are the blocks "a+no_op" and "no_op+f"
     space = [BlockConfig(a, f) for a in attention for f in ffn]
     cal = table.calibration
-    added = additive_times(cal["probe_times"], space, pb, cal["parent_measured"], cal["skeleton_measured"],
-                           parent.config.num_hidden_layers, scenario)
+    added = additive_times(
+        cal["probe_times"],
+        space,
+        pb,
+        cal["parent_measured"],
+        cal["skeleton_measured"],
+        parent.config.num_hidden_layers,
+        scenario,
+    )
     additive = dataclasses.replace(table, blocks={n: {**b, **added[n]} for n, b in table.blocks.items()})
     rng = random.Random(args.seed)
     children, archs = {}, {}
     for k in range(1, args.children + 1):
         keep = k / (args.children + 1)
-        blocks = [pb if rng.random() < keep else rng.choice(space) for _ in range(parent.config.num_hidden_layers)]
+        blocks = [
+            pb if rng.random() < keep else rng.choice(space) for _ in range(parent.config.num_hidden_layers)
+        ]
         children[f"child-{k}"] = with_blocks(parent, blocks, build_attention_block, build_ffn_block)
         archs[f"child-{k}"] = [(b.attention.name, b.ffn.name) for b in blocks]
-    measured = measure_generations({"parent": parent, **children}, scenario, device=pipe.device, warmup=2,
-                                   iters=args.iters)
+    measured = measure_generations(
+        {"parent": parent, **children}, scenario, device=pipe.device, warmup=2, iters=args.iters
+    )
     parent_pred = table.calibration["parent_measured"]["runtime_ms"]
-    print(f"parent {measured['parent']['tokens_per_s']:.2f} tokens/s ({scenario}); "
-          "predicted / measured runtime, both relative to the parent:")
+    print(
+        f"parent {measured['parent']['tokens_per_s']:.2f} tokens/s ({scenario}); "
+        "predicted / measured runtime, both relative to the parent:"
+    )
     print(f"{'child':<10}{'speedup':>9}{'blocks':>9}{'subblocks':>11}  blocks differing from the parent's")
     rows = []
     for name, blocks in archs.items():
         rel = runtime_ratio(measured, name, "parent")
-        row = {"child": name, "blocks": ["+".join(b) for b in blocks], "speedup": 1 / rel,
-               "blocks_model": table.predict(blocks)["runtime_ms"] / parent_pred / rel,
-               "subblocks_model": additive.predict(blocks)["runtime_ms"] / parent_pred / rel}
+        row = {
+            "child": name,
+            "blocks": ["+".join(b) for b in blocks],
+            "speedup": 1 / rel,
+            "blocks_model": table.predict(blocks)["runtime_ms"] / parent_pred / rel,
+            "subblocks_model": additive.predict(blocks)["runtime_ms"] / parent_pred / rel,
+        }
         rows.append(row)
-        print(f"{name:<10}{row['speedup']:>9.3f}{row['blocks_model']:>9.3f}{row['subblocks_model']:>11.3f}  "
-              f"{sum(b != pb.name for b in row['blocks'])}")
+        print(
+            f"{name:<10}{row['speedup']:>9.3f}{row['blocks_model']:>9.3f}{row['subblocks_model']:>11.3f}  "
+            f"{sum(b != pb.name for b in row['blocks'])}"
+        )
     for model in ("blocks_model", "subblocks_model"):
         errors = [abs(r[model] - 1) for r in rows]
         print(f"{model}: mean |error| {statistics.mean(errors):.3f}, max {max(errors):.3f}")
-    print("block time / its two subblocks' alone: "
-          + ", ".join(f"{n} {r:.3f}" for n, r in table.calibration["additivity"].items()))
+    print(
+        "block time / its two subblocks' alone: "
+        + ", ".join(f"{n} {r:.3f}" for n, r in table.calibration["additivity"].items())
+    )
     if args.out:
         tmp = args.out.with_name(args.out.name + ".tmp")  # a killed run leaves no half-written file
-        tmp.write_text(json.dumps({"config": str(args.config), "scenario": scenario.to_dict(),
-                                   "measured": measured, "rows": rows, "costs": table.to_dict()}, indent=2))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "config": str(args.config),
+                    "scenario": scenario.to_dict(),
+                    "measured": measured,
+                    "rows": rows,
+                    "costs": table.to_dict(),
+                },
+                indent=2,
+            )
+        )
         tmp.replace(args.out)
 
 

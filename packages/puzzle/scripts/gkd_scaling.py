@@ -40,31 +40,51 @@ from puzzle.pipeline import ConfigError, Pipeline, load_config, run_config_path
 class HeldOutEval(L.Callback):
     """Evaluates the student on fixed held-out batches every `every` optimizer steps (and at step 0 and the end)."""
 
-    def __init__(self, parent: torch.nn.Module, batches: list[torch.Tensor], every: int, tokens_per_step: int,
-                 parent_top1: float, rows_path: Path | None = None):
+    def __init__(
+        self,
+        parent: torch.nn.Module,
+        batches: list[torch.Tensor],
+        every: int,
+        tokens_per_step: int,
+        parent_top1: float,
+        rows_path: Path | None = None,
+    ):
         self.parent, self.batches, self.every = parent, batches, every
         self.tokens_per_step, self.parent_top1 = tokens_per_step, parent_top1
         self.rows_path = rows_path  # rows of a killed attempt are read back; each new row is written at once
-        self.rows: list[dict[str, float]] = (json.loads(rows_path.read_text())
-                                             if rows_path is not None and rows_path.exists() else [])
+        self.rows: list[dict[str, float]] = (
+            json.loads(rows_path.read_text()) if rows_path is not None and rows_path.exists() else []
+        )
         self.start = time.perf_counter()
 
     def evaluate(self, student: torch.nn.Module, step: int) -> None:
-        if any(row["step"] == step for row in self.rows):  # a resumed attempt retraining steps it had evaluated
+        if any(
+            row["step"] == step for row in self.rows
+        ):  # a resumed attempt retraining steps it had evaluated
             return
         student.eval()
-        m = quality_metrics({"child": student}, self.parent, self.batches, device=self.parent.device,
-                            progress=False)["child"]
+        m = quality_metrics(
+            {"child": student}, self.parent, self.batches, device=self.parent.device, progress=False
+        )["child"]
         student.train()
         retention = m["top1_accuracy"] / self.parent_top1 if self.parent_top1 else float("nan")
-        row = {"step": step, "tokens": step * self.tokens_per_step, "top1_accuracy": m["top1_accuracy"],
-               "retention": retention, "kl": m["kl"], "perplexity": m["perplexity"],
-               "elapsed_s": time.perf_counter() - self.start}  # since this attempt started
+        row = {
+            "step": step,
+            "tokens": step * self.tokens_per_step,
+            "top1_accuracy": m["top1_accuracy"],
+            "retention": retention,
+            "kl": m["kl"],
+            "perplexity": m["perplexity"],
+            "elapsed_s": time.perf_counter() - self.start,
+        }  # since this attempt started
         self.rows.append(row)
         if self.rows_path is not None:
             write_atomic(self.rows_path, json.dumps(self.rows, indent=2))
-        print(f"{row['tokens']:>9} tokens  top-1 {row['top1_accuracy']:.4f}  retention {row['retention']:.3f}  "
-              f"KL {row['kl']:.4f}  ppl {row['perplexity']:.2f}  ({row['elapsed_s']:.0f} s)", flush=True)
+        print(
+            f"{row['tokens']:>9} tokens  top-1 {row['top1_accuracy']:.4f}  retention {row['retention']:.3f}  "
+            f"KL {row['kl']:.4f}  ppl {row['perplexity']:.2f}  ({row['elapsed_s']:.0f} s)",
+            flush=True,
+        )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_step == 0:  # not at a resumed attempt's first step, which is no evaluation point
@@ -87,8 +107,15 @@ def gkd_overrides(items: list[str]) -> dict[str, str]:
     return {key: value for key, _, value in pairs}
 
 
-def gkd_scaling(pipe: Pipeline, child: str, *, tokens: int, eval_every: int, ckpt_dir: Path | None = None,
-                callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
+def gkd_scaling(
+    pipe: Pipeline,
+    child: str,
+    *,
+    tokens: int,
+    eval_every: int,
+    ckpt_dir: Path | None = None,
+    callbacks: Sequence[L.Callback] = (),
+) -> dict[str, Any]:
     """Distil `child` of `pipe`'s run for `tokens` tokens with held-out rows every `eval_every` tokens (module
     docstring); returns {"child", "gkd", "parent_top1", "rows", "history"}. `callbacks` join the Trainer's."""
     config = pipe.config
@@ -97,26 +124,56 @@ def gkd_scaling(pipe: Pipeline, child: str, *, tokens: int, eval_every: int, ckp
         record = pipe.solutions().get(child)
         if record is None:  # the key below ties the checkpoints to the child's blocks and BLD library
             raise ConfigError(f"--ckpt-dir needs a child of search/solutions.json; {child!r} is not one")
-        _bind_settings(ckpt_dir / "settings.json", {
-            "child": child, "child_key": pipe.child_key(record), "tokens": tokens,
-            "eval_every": eval_every, "gkd": gkd, "data": config["data"], "seed": config["seed"],
-            "evaluate_tokens": config["evaluate"]["tokens"]})
+        _bind_settings(
+            ckpt_dir / "settings.json",
+            {
+                "child": child,
+                "child_key": pipe.child_key(record),
+                "tokens": tokens,
+                "eval_every": eval_every,
+                "gkd": gkd,
+                "data": config["data"],
+                "seed": config["seed"],
+                "evaluate_tokens": config["evaluate"]["tokens"],
+            },
+        )
     parent, _ = pipe.parent()
     data = pipe.datamodule()
     batches = data.heldout_batches("test", config["evaluate"]["tokens"])
-    parent_top1 = quality_metrics({"parent": parent}, parent, batches, device=pipe.device,
-                                  progress=False)["parent"]["top1_accuracy"]
+    parent_top1 = quality_metrics({"parent": parent}, parent, batches, device=pipe.device, progress=False)[
+        "parent"
+    ]["top1_accuracy"]
     print(f"parent top-1 {parent_top1:.4f} on {sum(b.numel() for b in batches)} held-out tokens", flush=True)
     student = pipe.load_child("realize", child)
-    held_out = HeldOutEval(parent, batches, max(1, eval_every // data.tokens_per_batch), data.tokens_per_batch,
-                           parent_top1, rows_path=ckpt_dir / "rows.json" if ckpt_dir is not None else None)
+    held_out = HeldOutEval(
+        parent,
+        batches,
+        max(1, eval_every // data.tokens_per_batch),
+        data.tokens_per_batch,
+        parent_top1,
+        rows_path=ckpt_dir / "rows.json" if ckpt_dir is not None else None,
+    )
     every = config["gkd"]["checkpoint_every"] if ckpt_dir is not None else 10**9
     with tempfile.TemporaryDirectory() if ckpt_dir is None else nullcontext(str(ckpt_dir)) as folder:
-        metrics = run_gkd(student, parent, data, token_budget=tokens, ckpt_dir=folder, checkpoint_every=every,
-                          seed=config["seed"], trainer_kwargs=pipe.trainer_kwargs(f"[gkd-scaling] {child}"),
-                          callbacks=[held_out, *callbacks], **gkd)
-    return {"child": child, "gkd": gkd, "parent_top1": parent_top1, "rows": held_out.rows,
-            "history": metrics["history"]}
+        metrics = run_gkd(
+            student,
+            parent,
+            data,
+            token_budget=tokens,
+            ckpt_dir=folder,
+            checkpoint_every=every,
+            seed=config["seed"],
+            trainer_kwargs=pipe.trainer_kwargs(f"[gkd-scaling] {child}"),
+            callbacks=[held_out, *callbacks],
+            **gkd,
+        )
+    return {
+        "child": child,
+        "gkd": gkd,
+        "parent_top1": parent_top1,
+        "rows": held_out.rows,
+        "history": metrics["history"],
+    }
 
 
 def _bind_settings(path: Path, settings: dict[str, Any]) -> None:
@@ -125,8 +182,10 @@ def _bind_settings(path: Path, settings: dict[str, Any]) -> None:
         before = json.loads(path.read_text())
         if before != settings:
             diff = sorted(k for k in settings.keys() | before.keys() if before.get(k) != settings.get(k))
-            raise ConfigError(f"{path.parent} holds a run started with other settings: {', '.join(diff)} differ; "
-                              "give another --ckpt-dir, or delete that folder to start over")
+            raise ConfigError(
+                f"{path.parent} holds a run started with other settings: {', '.join(diff)} differ; "
+                "give another --ckpt-dir, or delete that folder to start over"
+            )
         return
     write_atomic(path, json.dumps(settings, indent=2, sort_keys=True))
 
@@ -139,24 +198,36 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=131_072)
     ap.add_argument("--config", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--gkd", action="append", default=[], metavar="KEY=VALUE",
-                    help="override one of the config's gkd settings (repeatable)")
-    ap.add_argument("--ckpt-dir", type=Path, default=None,
-                    help="keep checkpoints and rows here, so that the same command resumes a killed run")
+    ap.add_argument(
+        "--gkd",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one of the config's gkd settings (repeatable)",
+    )
+    ap.add_argument(
+        "--ckpt-dir",
+        type=Path,
+        default=None,
+        help="keep checkpoints and rows here, so that the same command resumes a killed run",
+    )
     ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if not (args.run_dir / "realize" / args.child).is_dir():
-        raise SystemExit(f"no realised child {args.child!r} under {args.run_dir / 'realize'}; "
-                         "run the pipeline's realize stage first")
+        raise SystemExit(
+            f"no realised child {args.child!r} under {args.run_dir / 'realize'}; "
+            "run the pipeline's realize stage first"
+        )
     config_path = None
     try:
         config_path = run_config_path(args.run_dir, args.config)
         config = load_config(config_path, gkd=gkd_overrides(args.gkd) or None)
         pipe = Pipeline(config, args.run_dir, progress=False)
-        result = gkd_scaling(pipe, args.child, tokens=args.tokens, eval_every=args.eval_every,
-                             ckpt_dir=args.ckpt_dir)
+        result = gkd_scaling(
+            pipe, args.child, tokens=args.tokens, eval_every=args.eval_every, ckpt_dir=args.ckpt_dir
+        )
     except ConfigError as err:
         raise SystemExit(f"{config_path or args.run_dir}: {err}") from None
     if args.out:  # with the per-step losses, to see whether and where training lost its footing

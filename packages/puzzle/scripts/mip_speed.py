@@ -39,7 +39,9 @@ def main() -> None:
     solvers = ["cbc"] + (["highs"] if pulp.HiGHS().available() else [])
     probe = synthetic_problem(args.layers, args.variants, 0)
     n_vars = int(probe.available.sum())
-    print(f"library: {args.layers} layers x {args.variants} variants -> {n_vars} binaries (NaN variants get none)")
+    print(
+        f"library: {args.layers} layers x {args.variants} variants -> {n_vars} binaries (NaN variants get none)"
+    )
     for label, (names, k) in scenarios.items():
         # Rows: one choice row per layer + one per budget, + one diversity cut per earlier solution.
         rows = args.layers + len(names)
@@ -49,13 +51,17 @@ def main() -> None:
             for seed in range(args.runs):
                 p = synthetic_problem(args.layers, args.variants, seed)
                 t0 = time.perf_counter()
-                sols = solve(p, budgets=budgets_at(p, names, 0.5), num_solutions=k, diversity=4, solver=solver)
+                sols = solve(
+                    p, budgets=budgets_at(p, names, 0.5), num_solutions=k, diversity=4, solver=solver
+                )
                 wall.append(time.perf_counter() - t0)
                 inner.append(sum(s.solve_time_s for s in sols))
                 objs.append(sols[0].objective)
-            print(f"  {solver:5s}  solve() median {statistics.median(wall) * 1000:7.1f} ms "
-                  f"(max {max(wall) * 1000:7.1f}), solver alone median {statistics.median(inner) * 1000:7.1f} ms, "
-                  f"objective seed0 {objs[0]:.6f}")
+            print(
+                f"  {solver:5s}  solve() median {statistics.median(wall) * 1000:7.1f} ms "
+                f"(max {max(wall) * 1000:7.1f}), solver alone median {statistics.median(inner) * 1000:7.1f} ms, "
+                f"objective seed0 {objs[0]:.6f}"
+            )
 
 
 if __name__ == "__main__":

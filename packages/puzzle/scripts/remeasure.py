@@ -40,11 +40,13 @@ def swap_deltas(parent: DeciLMForCausalLM, pipe: Pipeline, device: torch.device,
             model = copy.deepcopy(parent)
             for i, layer in enumerate(model.model.layers):
                 if kind == "attention":
-                    model.replace_block(i, BlockConfig(v, pa.ffn), build_attention_block(model.config, i, v),
-                                        layer.ffn_block)
+                    model.replace_block(
+                        i, BlockConfig(v, pa.ffn), build_attention_block(model.config, i, v), layer.ffn_block
+                    )
                 else:
-                    model.replace_block(i, BlockConfig(pa.attention, v), layer.attn_block,
-                                        build_ffn_block(model.config, v))
+                    model.replace_block(
+                        i, BlockConfig(pa.attention, v), layer.attn_block, build_ffn_block(model.config, v)
+                    )
             r = measure_generations({"parent": parent, "swap": model}, scenario, device=device, iters=iters)
             deltas[kind, v.name] = (r["swap"]["runtime_ms"] / r["parent"]["runtime_ms"] - 1) / L
     return deltas
@@ -67,15 +69,30 @@ def main() -> None:
     device, scenario = pipe.device, pipe.scenario()
     parent, _ = load_parent(pipe.parent_path)
     solutions = pipe.solutions()
-    table = build_cost_table(parent, pipe.attention_variants(), pipe.ffn_variants(), scenario,
-                             build_attention=build_attention_block, build_ffn=build_ffn_block, device=device,
-                             probes=config["measure"]["probes"], iters=args.iters, progress=False)
+    table = build_cost_table(
+        parent,
+        pipe.attention_variants(),
+        pipe.ffn_variants(),
+        scenario,
+        build_attention=build_attention_block,
+        build_ffn=build_ffn_block,
+        device=device,
+        probes=config["measure"]["probes"],
+        iters=args.iters,
+        progress=False,
+    )
     deltas = swap_deltas(parent, pipe, device, args.iters)
     children = {name: DeciLMForCausalLM.from_pretrained(args.run_dir / "gkd" / name) for name in solutions}
-    measured = measure_generations({"parent": parent, **children}, scenario, device=device, warmup=2,
-                                   iters=args.iters)
-    parent_ms, parent_table_ms = measured["parent"]["runtime_ms"], table.calibration["parent_measured"]["runtime_ms"]
-    print(f"parent {measured['parent']['tokens_per_s']:.1f} tokens/s; predicted / measured, both relative to the parent:")
+    measured = measure_generations(
+        {"parent": parent, **children}, scenario, device=device, warmup=2, iters=args.iters
+    )
+    parent_ms, parent_table_ms = (
+        measured["parent"]["runtime_ms"],
+        table.calibration["parent_measured"]["runtime_ms"],
+    )
+    print(
+        f"parent {measured['parent']['tokens_per_s']:.1f} tokens/s; predicted / measured, both relative to the parent:"
+    )
     print(f"{'child':<18}{'speedup':>9}{'probes':>9}{'swaps':>9}")
     for name, sol in solutions.items():
         blocks = [tuple(b.split("+")) for b in sol["names"]]

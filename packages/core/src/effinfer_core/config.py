@@ -95,7 +95,9 @@ def config_layers(path: Path, chain: tuple[Path, ...] = ()) -> list[Mapping[str,
     """The mappings of a config file and of the files it ``extends``, base first."""
     path = path.resolve()
     if path in chain:
-        raise ConfigError(f"config files extend each other in a cycle: {' -> '.join(map(str, (*chain, path)))}")
+        raise ConfigError(
+            f"config files extend each other in a cycle: {' -> '.join(map(str, (*chain, path)))}"
+        )
     if not path.exists():
         raise FileNotFoundError(f"config file {path} does not exist")
     import yaml

@@ -43,7 +43,9 @@ class Progress:
         estimate = f", ~{_minutes(elapsed / self.timed * left)} left" if self.timed and left else ""
         detail = f" {what}" if what else ""
         pct = 100 * self.count / max(1, self.total)
-        self.log(f"{self.prefix} {self.count}/{self.total} ({pct:.0f}%){detail}, {_minutes(elapsed)}{estimate}")
+        self.log(
+            f"{self.prefix} {self.count}/{self.total} ({pct:.0f}%){detail}, {_minutes(elapsed)}{estimate}"
+        )
 
 
 class LogProgress(L.Callback):
@@ -56,7 +58,10 @@ class LogProgress(L.Callback):
         self._start, self._first_step = 0.0, 0
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start, self._first_step = time.perf_counter(), trainer.global_step  # a resumed fit starts mid-way
+        self._start, self._first_step = (
+            time.perf_counter(),
+            trainer.global_step,
+        )  # a resumed fit starts mid-way
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -69,7 +74,9 @@ class LogProgress(L.Callback):
         left = f", ~{_minutes(elapsed / done * (total - step))} left" if done else ""
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         loss_text = f", loss {float(loss):.4f}" if loss is not None else ""
-        self.emit(f"{self.prefix} step {step}/{total} ({100 * step / total:.0f}%){loss_text}, {_minutes(elapsed)}{left}")
+        self.emit(
+            f"{self.prefix} step {step}/{total} ({100 * step / total:.0f}%){loss_text}, {_minutes(elapsed)}{left}"
+        )
 
 
 def progress_trainer_kwargs(log: Log | None, prefix: str) -> dict[str, Any]:

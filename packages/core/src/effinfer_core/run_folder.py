@@ -86,7 +86,9 @@ class RunFolder:
         different one afterwards."""
         known = self.manifest().get(role)
         if known is None:
-            self._update_manifest(lambda m: m.__setitem__(role, {"path": str(path), "fingerprint": fingerprint}))
+            self._update_manifest(
+                lambda m: m.__setitem__(role, {"path": str(path), "fingerprint": fingerprint})
+            )
         elif known["fingerprint"] != fingerprint:
             raise RunFolderMismatchError(
                 f"run folder {self.root} belongs to {role} {known['path']} (fingerprint {known['fingerprint']}), "

@@ -14,9 +14,7 @@ from typing import Any
 
 import torch
 
-PRECISION_HELP = (
-    "Lightning precision (32-true, bf16-mixed, ...) or auto: bf16-mixed on a bf16 GPU or an AMX CPU, 32-true elsewhere"
-)
+PRECISION_HELP = "Lightning precision (32-true, bf16-mixed, ...) or auto: bf16-mixed on a bf16 GPU or an AMX CPU, 32-true elsewhere"
 
 
 def bf16_training_fast(device: torch.device | str) -> bool:
@@ -49,7 +47,9 @@ def parse_devices(value: str | int | list[int]) -> str | int | list[int]:
             return [int(v) for v in value.split(",") if v]
         return int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"devices must be auto, a count or indices like 0,1; got {value!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"devices must be auto, a count or indices like 0,1; got {value!r}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -64,9 +64,13 @@ class TrainerFlags:
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        g = parser.add_argument_group("Lightning trainer (scale-out: --strategy ddp|fsdp, --devices, --num-nodes)")
+        g = parser.add_argument_group(
+            "Lightning trainer (scale-out: --strategy ddp|fsdp, --devices, --num-nodes)"
+        )
         g.add_argument("--accelerator", default="auto", help="cpu, gpu, auto (default %(default)s)")
-        g.add_argument("--devices", type=parse_devices, default="auto", help="auto, a count, or indices like 0,1")
+        g.add_argument(
+            "--devices", type=parse_devices, default="auto", help="auto, a count, or indices like 0,1"
+        )
         g.add_argument("--strategy", default="auto", help="auto, ddp, fsdp, ... (default %(default)s)")
         g.add_argument("--num-nodes", type=int, default=1, help="default %(default)s")
         g.add_argument("--precision", default="auto", help=PRECISION_HELP)

@@ -69,7 +69,11 @@ def checkpointed_trainer_kwargs(ckpt_dir: str | Path, every_n_steps: int) -> dic
     """Trainer kwargs for resumable training: ``last.ckpt`` in ``ckpt_dir`` every ``every_n_steps`` steps and at
     the end of each epoch, streamed to disk. Pass ``ckpt_path=resume_path(ckpt_dir)`` to ``fit``."""
     checkpoint = ModelCheckpoint(
-        dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=every_n_steps, save_on_train_epoch_end=True
+        dirpath=ckpt_dir,
+        save_last=True,
+        save_top_k=0,
+        every_n_train_steps=every_n_steps,
+        save_on_train_epoch_end=True,
     )
     return {"callbacks": [checkpoint], "plugins": [FileCheckpointIO()]}
 

@@ -52,8 +52,9 @@ def _subsample(x: np.ndarray, n: int | None, seed: int) -> np.ndarray:
     return x[np.random.default_rng(seed).choice(len(x), n, replace=False)]
 
 
-def ocsvm_label_free(train: np.ndarray, test: np.ndarray, *, seed: int = 0, holdout: float = 0.2,
-                     max_train: int | None = 2000) -> BaselineResult:
+def ocsvm_label_free(
+    train: np.ndarray, test: np.ndarray, *, seed: int = 0, holdout: float = 0.2, max_train: int | None = 2000
+) -> BaselineResult:
     """OC-SVM with nu and gamma chosen on held-out *normal* images only (see the module doc)."""
     train = _subsample(train, max_train, seed)
     perm = np.random.default_rng(seed + 1).permutation(len(train))
@@ -71,8 +72,14 @@ def ocsvm_label_free(train: np.ndarray, test: np.ndarray, *, seed: int = 0, hold
     return BaselineResult(model.decision_function(test), params, model)
 
 
-def ocsvm_hindsight(train: np.ndarray, test: np.ndarray, test_is_normal: np.ndarray, *, seed: int = 0,
-                    max_train: int | None = 2000) -> BaselineResult:
+def ocsvm_hindsight(
+    train: np.ndarray,
+    test: np.ndarray,
+    test_is_normal: np.ndarray,
+    *,
+    seed: int = 0,
+    max_train: int | None = 2000,
+) -> BaselineResult:
     """The paper's OC-SVM: the grid point with the best test AUROC. Uses test labels: an optimistic bound."""
     train = _subsample(train, max_train, seed)
     best = None

@@ -51,24 +51,59 @@ class Budget:
 
 
 BUDGETS = {
-    "quick": Budget(classes=(0,), seeds_72=1, backbone="wrn-10-2", transform_sets=("8", "18", "36", "72"),
-                    train_limit=1000, max_steps=60, test_limit=400, dirichlet_limit=200, baseline_max_train=500,
-                    scoring_test_limit=64, compile=False),
-    "full": Budget(classes=tuple(range(10)), seeds_72=5, backbone="wrn-10-4", transform_sets=("8", "18", "36", "72"),
-                   train_limit=None, max_steps=-1, test_limit=None, dirichlet_limit=None, baseline_max_train=2000,
-                   scoring_test_limit=2000, compile=True),
+    "quick": Budget(
+        classes=(0,),
+        seeds_72=1,
+        backbone="wrn-10-2",
+        transform_sets=("8", "18", "36", "72"),
+        train_limit=1000,
+        max_steps=60,
+        test_limit=400,
+        dirichlet_limit=200,
+        baseline_max_train=500,
+        scoring_test_limit=64,
+        compile=False,
+    ),
+    "full": Budget(
+        classes=tuple(range(10)),
+        seeds_72=5,
+        backbone="wrn-10-4",
+        transform_sets=("8", "18", "36", "72"),
+        train_limit=None,
+        max_steps=-1,
+        test_limit=None,
+        dirichlet_limit=None,
+        baseline_max_train=2000,
+        scoring_test_limit=2000,
+        compile=True,
+    ),
 }
-BUDGETS["cpu"] = BUDGETS["quick"]  # GeoAD's CPU-hour run is one `geoad evaluate` class (README), not this harness task
+BUDGETS["cpu"] = BUDGETS[
+    "quick"
+]  # GeoAD's CPU-hour run is one `geoad evaluate` class (README), not this harness task
 
 
 def _eval_config(ctx: TaskContext, budget: Budget, transforms: str) -> EvalConfig:
-    fit = FitConfig(backbone=budget.backbone, transforms=transforms, max_steps=budget.max_steps,
-                    dirichlet_limit=budget.dirichlet_limit, accelerator="gpu" if ctx.device.type == "cuda" else "cpu",
-                    devices=1, precision="bf16-mixed")
-    return EvalConfig(dataset=DATASET, classes=list(budget.classes),
-                      seeds=budget.seeds_72 if transforms == "72" else 1, out_dir=ctx.work_dir / f"T{transforms}",
-                      fit=fit, train_limit=budget.train_limit, test_limit=budget.test_limit,
-                      data_dir=ctx.data_dir, score_batch_size=64 if ctx.device.type == "cuda" else 8)
+    fit = FitConfig(
+        backbone=budget.backbone,
+        transforms=transforms,
+        max_steps=budget.max_steps,
+        dirichlet_limit=budget.dirichlet_limit,
+        accelerator="gpu" if ctx.device.type == "cuda" else "cpu",
+        devices=1,
+        precision="bf16-mixed",
+    )
+    return EvalConfig(
+        dataset=DATASET,
+        classes=list(budget.classes),
+        seeds=budget.seeds_72 if transforms == "72" else 1,
+        out_dir=ctx.work_dir / f"T{transforms}",
+        fit=fit,
+        train_limit=budget.train_limit,
+        test_limit=budget.test_limit,
+        data_dir=ctx.data_dir,
+        score_batch_size=64 if ctx.device.type == "cuda" else 8,
+    )
 
 
 def _data_label(classes: list[int] | tuple[int, ...], n_test: int) -> str:
@@ -82,8 +117,16 @@ def _scoring_batch(ctx: TaskContext) -> int:
 
 def _measure_detector(ctx: TaskContext, detector: GeoADDetector, images: torch.Tensor, **kw):
     batch = images[: _scoring_batch(ctx)].to(ctx.device)
-    return measure(detector.batch_anomaly_scores, lambda: batch, batch_size=len(batch), device=ctx.device,
-                   use_autocast=detector.dtype == torch.bfloat16, warmup=2, iters=5, **kw)
+    return measure(
+        detector.batch_anomaly_scores,
+        lambda: batch,
+        batch_size=len(batch),
+        device=ctx.device,
+        use_autocast=detector.dtype == torch.bfloat16,
+        warmup=2,
+        iters=5,
+        **kw,
+    )
 
 
 def run_transform_sets(ctx: TaskContext) -> None:
@@ -92,20 +135,34 @@ def run_transform_sets(ctx: TaskContext) -> None:
         config = _eval_config(ctx, budget, transforms)
         test = load_test_split(config)
         runs = [run_seed(config, c, s, test) for c in budget.classes for s in range(config.seeds)]
-        quality = {k: float(np.mean([r[k] for r in runs])) for k in ("auroc", "aupr_in", "aupr_out",
-                                                                       "auroc_simplified")}
+        quality = {
+            k: float(np.mean([r[k] for r in runs]))
+            for k in ("auroc", "aupr_in", "aupr_out", "auroc_simplified")
+        }
         artifact = config.out_dir / f"class-{budget.classes[0]}" / "seed-0" / "detector.pt"
         detector = GeoADDetector.load(artifact, ctx.device)
         cost = _measure_detector(ctx, detector, detector.conform(test.images))
-        ctx.record(f"T={len(detector.transforms)}", _data_label(budget.classes, len(test)), quality, cost, transforms=transforms,
-                   backbone=budget.backbone, classes=list(budget.classes), seeds=config.seeds, n_test=len(test),
-                   train_pairs_per_s=float(np.mean([r["train_pairs_per_s"] for r in runs])),
-                   train_pairs=runs[0]["train_pairs"], dtype_scoring=str(detector.dtype))
+        ctx.record(
+            f"T={len(detector.transforms)}",
+            _data_label(budget.classes, len(test)),
+            quality,
+            cost,
+            transforms=transforms,
+            backbone=budget.backbone,
+            classes=list(budget.classes),
+            seeds=config.seeds,
+            n_test=len(test),
+            train_pairs_per_s=float(np.mean([r["train_pairs_per_s"] for r in runs])),
+            train_pairs=runs[0]["train_pairs"],
+            dtype_scoring=str(detector.dtype),
+        )
 
 
 def run_baseline_task(ctx: TaskContext) -> None:
     budget = BUDGETS[ctx.profile]
-    config = replace(_eval_config(ctx, budget, "72"), out_dir=ctx.work_dir, baseline_max_train=budget.baseline_max_train)
+    config = replace(
+        _eval_config(ctx, budget, "72"), out_dir=ctx.work_dir, baseline_max_train=budget.baseline_max_train
+    )
     test = load_test_split(config)
     results = {c: run_baselines(config, c, test) for c in budget.classes}
     # time each baseline's scoring path on the first class, refitted with the parameters it chose
@@ -116,18 +173,40 @@ def run_baseline_task(ctx: TaskContext) -> None:
     cpu = torch.device("cpu")  # scikit-learn runs on the CPU whatever the harness device
     for name in ("ocsvm", "ocsvm-hindsight", "iforest"):
         params = results[budget.classes[0]][name]["params"]
-        model = (IsolationForest(n_estimators=100, random_state=0) if name == "iforest"
-                 else OneClassSVM(nu=params["nu"], gamma=params["gamma"])).fit(train)
-        cost = measure(lambda x, m=model: baseline_normality(m, x, prep), lambda: batch, batch_size=len(batch),
-                       device=cpu, use_autocast=False, flops=False, warmup=1, iters=3)
-        quality = {k: float(np.mean([results[c][name][k] for c in budget.classes]))
-                   for k in ("auroc", "aupr_in", "aupr_out")}
-        label = {"ocsvm": "RAW-OC-SVM label-free", "ocsvm-hindsight": "RAW-OC-SVM hindsight (test-tuned)",
-                 "iforest": "IsolationForest"}[name]
-        ctx.record(label, _data_label(budget.classes, len(test)), quality, cost, classes=list(budget.classes),
-                   n_test=len(test),
-                   params={c: results[c][name]["params"] for c in budget.classes},
-                   uses_test_labels=name == "ocsvm-hindsight")
+        model = (
+            IsolationForest(n_estimators=100, random_state=0)
+            if name == "iforest"
+            else OneClassSVM(nu=params["nu"], gamma=params["gamma"])
+        ).fit(train)
+        cost = measure(
+            lambda x, m=model: baseline_normality(m, x, prep),
+            lambda: batch,
+            batch_size=len(batch),
+            device=cpu,
+            use_autocast=False,
+            flops=False,
+            warmup=1,
+            iters=3,
+        )
+        quality = {
+            k: float(np.mean([results[c][name][k] for c in budget.classes]))
+            for k in ("auroc", "aupr_in", "aupr_out")
+        }
+        label = {
+            "ocsvm": "RAW-OC-SVM label-free",
+            "ocsvm-hindsight": "RAW-OC-SVM hindsight (test-tuned)",
+            "iforest": "IsolationForest",
+        }[name]
+        ctx.record(
+            label,
+            _data_label(budget.classes, len(test)),
+            quality,
+            cost,
+            classes=list(budget.classes),
+            n_test=len(test),
+            params={c: results[c][name]["params"] for c in budget.classes},
+            uses_test_labels=name == "ocsvm-hindsight",
+        )
 
 
 def run_scoring_settings(ctx: TaskContext) -> None:
@@ -139,29 +218,55 @@ def run_scoring_settings(ctx: TaskContext) -> None:
     is_normal = test.labels.numpy() == c
     if not artifact.exists():  # normally made by geoad.fmnist; make it here when run alone
         run_seed(config, c, 0, load_test_split(config))
-    settings = [("fp32 NCHW", False, False, False), ("fp32 channels_last", False, True, False),
-                ("bf16 NCHW", True, False, False), ("bf16 channels_last", True, True, False)]
+    settings = [
+        ("fp32 NCHW", False, False, False),
+        ("fp32 channels_last", False, True, False),
+        ("bf16 NCHW", True, False, False),
+        ("bf16 channels_last", True, True, False),
+    ]
     if budget.compile:
         settings.append(("bf16 channels_last compiled", True, True, True))
     for label, bf16, channels_last, compiled in settings:
-        detector = GeoADDetector.load(artifact, ctx.device).to(ctx.device, bf16=bf16, channels_last=channels_last,
-                                                               compile=compiled)
+        detector = GeoADDetector.load(artifact, ctx.device).to(
+            ctx.device, bf16=bf16, channels_last=channels_last, compile=compiled
+        )
         images = detector.conform(test.images)
         normality = detector.score(images, _scoring_batch(ctx)).normality.numpy()
         cost = _measure_detector(ctx, detector, images)
-        ctx.record(f"T=72 {label}", _data_label([c], len(test)), anomaly_metrics(normality, is_normal), cost,
-                   normal_class=c, n_test=len(test))
+        ctx.record(
+            f"T=72 {label}",
+            _data_label([c], len(test)),
+            anomaly_metrics(normality, is_normal),
+            cost,
+            normal_class=c,
+            n_test=len(test),
+        )
 
 
 def tasks() -> list[Task]:
     return [
-        Task(name="geoad.fmnist", method="geoad",
-             description="GeoAD one-vs-rest Fashion-MNIST: AUROC vs images/s for 8, 18, 36, 72 transformations",
-             run=run_transform_sets, quality_key="auroc", quality_label="AUROC (normal class positive)"),
-        Task(name="geoad.baselines", method="geoad-baselines",
-             description="RAW-OC-SVM (label-free, hindsight) and IsolationForest on the same Fashion-MNIST splits",
-             run=run_baseline_task, quality_key="auroc", quality_label="AUROC (normal class positive)"),
-        Task(name="geoad.scoring", method="geoad",
-             description="GeoAD 72-transformation scoring path: fp32/bf16 x NCHW/channels_last (+compile in full)",
-             run=run_scoring_settings, quality_key="auroc", quality_label="AUROC (normal class positive)"),
+        Task(
+            name="geoad.fmnist",
+            method="geoad",
+            description="GeoAD one-vs-rest Fashion-MNIST: AUROC vs images/s for 8, 18, 36, 72 transformations",
+            run=run_transform_sets,
+            quality_key="auroc",
+            quality_label="AUROC (normal class positive)",
+        ),
+        Task(
+            name="geoad.baselines",
+            method="geoad-baselines",
+            description="RAW-OC-SVM (label-free, hindsight) and IsolationForest on the same Fashion-MNIST splits",
+            run=run_baseline_task,
+            quality_key="auroc",
+            quality_label="AUROC (normal class positive)",
+        ),
+        Task(
+            name="geoad.scoring",
+            method="geoad",
+            description="GeoAD 72-transformation scoring path: fp32/bf16 x NCHW/channels_last (+compile in full)",
+            run=run_scoring_settings,
+            quality_key="auroc",
+            quality_label="AUROC (normal class positive)",
+        ),
     ]

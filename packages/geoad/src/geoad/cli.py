@@ -1,9 +1,9 @@
 """`geoad fit | score | evaluate | bench`: anomaly detection with geometric transformations (Golan & El-Yaniv 2018).
 
-    geoad fit --dataset fashion-mnist --normal-class 0 --out tshirt.pt
-    geoad score tshirt.pt images/ --out scores.csv          # higher anomaly_score = more anomalous
-    geoad evaluate --dataset fashion-mnist --classes all --seeds 5 --out-dir runs/fmnist
-    geoad bench --profile quick
+geoad fit --dataset fashion-mnist --normal-class 0 --out tshirt.pt
+geoad score tshirt.pt images/ --out scores.csv          # higher anomaly_score = more anomalous
+geoad evaluate --dataset fashion-mnist --classes all --seeds 5 --out-dir runs/fmnist
+geoad bench --profile quick
 """
 
 from __future__ import annotations
@@ -21,38 +21,68 @@ EXIT_USAGE = 2
 
 def _add_fit_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and training (defaults: the paper's)")
-    g.add_argument("--backbone", default="wrn-10-4",
-                   help="wrn-<depth>-<widen> (paper: wrn-10-4 at 32x32, wrn-16-8 at 64x64) or timm:<model name> "
-                        "(any timm architecture, randomly initialised); default %(default)s")
-    g.add_argument("--transforms", default="72",
-                   help="transformation set: 72 (paper: flip x shift x shift x rot90), 36, 18, 8 (flip x rot90), "
-                        "4 (rot90), or factors joined by '+' from flip, tx, ty, rot; default %(default)s")
-    g.add_argument("--epochs", type=int, default=None,
-                   help="passes over the self-labelled set (every image under every transformation); "
-                        "default ceil(200 / T): 3 for 72 transformations, as in the paper")
-    g.add_argument("--max-steps", type=int, default=-1, help="stop after this many optimiser steps (-1: no cap)")
+    g.add_argument(
+        "--backbone",
+        default="wrn-10-4",
+        help="wrn-<depth>-<widen> (paper: wrn-10-4 at 32x32, wrn-16-8 at 64x64) or timm:<model name> "
+        "(any timm architecture, randomly initialised); default %(default)s",
+    )
+    g.add_argument(
+        "--transforms",
+        default="72",
+        help="transformation set: 72 (paper: flip x shift x shift x rot90), 36, 18, 8 (flip x rot90), "
+        "4 (rot90), or factors joined by '+' from flip, tx, ty, rot; default %(default)s",
+    )
+    g.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="passes over the self-labelled set (every image under every transformation); "
+        "default ceil(200 / T): 3 for 72 transformations, as in the paper",
+    )
+    g.add_argument(
+        "--max-steps", type=int, default=-1, help="stop after this many optimiser steps (-1: no cap)"
+    )
     g.add_argument("--batch-size", type=int, default=128, help="default %(default)s (paper)")
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate; default %(default)s (paper)")
-    g.add_argument("--train-limit", type=int, default=None,
-                   help="use at most this many normal training images (seeded subset; default: all)")
-    g.add_argument("--dirichlet-limit", type=int, default=None,
-                   help="fit the Dirichlets on at most this many normal images (default: all)")
-    g.add_argument("--no-channels-last", action="store_true", help="train in NCHW layout (default channels_last)")
-    g.add_argument("--pad", type=int, default=None,
-                   help="zero padding per side before the network; default 2 for 28x28 images (-> 32), else 0")
+    g.add_argument(
+        "--train-limit",
+        type=int,
+        default=None,
+        help="use at most this many normal training images (seeded subset; default: all)",
+    )
+    g.add_argument(
+        "--dirichlet-limit",
+        type=int,
+        default=None,
+        help="fit the Dirichlets on at most this many normal images (default: all)",
+    )
+    g.add_argument(
+        "--no-channels-last", action="store_true", help="train in NCHW layout (default channels_last)"
+    )
+    g.add_argument(
+        "--pad",
+        type=int,
+        default=None,
+        help="zero padding per side before the network; default 2 for 28x28 images (-> 32), else 0",
+    )
     t = p.add_argument_group("Lightning trainer")
     t.add_argument("--accelerator", default="auto", help="cpu, gpu, auto (default %(default)s)")
     t.add_argument("--devices", default="auto", help="number of devices or 'auto' (default %(default)s)")
     t.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default %(default)s)")
     t.add_argument("--num-nodes", type=int, default=1, help="default %(default)s")
-    t.add_argument("--precision", default="bf16-mixed",
-                   help="Lightning precision: bf16-mixed (default; fp32 master weights, 4x faster on CPUs with "
-                        "AMX) or 32-true (the paper's)")
+    t.add_argument(
+        "--precision",
+        default="bf16-mixed",
+        help="Lightning precision: bf16-mixed (default; fp32 master weights, 4x faster on CPUs with "
+        "AMX) or 32-true (the paper's)",
+    )
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="data root (default $EFFINFER_DATA or ~/.cache/effinfer)")
+    p.add_argument(
+        "--data-dir", type=Path, default=None, help="data root (default $EFFINFER_DATA or ~/.cache/effinfer)"
+    )
     p.add_argument("--download", action="store_true", help="let torchvision download CIFAR-10/100 if missing")
 
 
@@ -60,11 +90,25 @@ def _fit_config(args: argparse.Namespace, seed: int):
     from geoad.detector import FitConfig
 
     devices = int(args.devices) if str(args.devices).isdigit() else args.devices
-    return FitConfig(backbone=args.backbone, transforms=args.transforms, epochs=args.epochs, max_steps=args.max_steps,
-                     batch_size=args.batch_size, lr=args.lr, seed=seed, dirichlet_limit=args.dirichlet_limit,
-                     pad=args.pad, channels_last=not args.no_channels_last, accelerator=args.accelerator,
-                     devices=devices, strategy=args.strategy, num_nodes=args.num_nodes, precision=args.precision,
-                     ckpt_dir=args.ckpt_dir, resume=args.resume)
+    return FitConfig(
+        backbone=args.backbone,
+        transforms=args.transforms,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=seed,
+        dirichlet_limit=args.dirichlet_limit,
+        pad=args.pad,
+        channels_last=not args.no_channels_last,
+        accelerator=args.accelerator,
+        devices=devices,
+        strategy=args.strategy,
+        num_nodes=args.num_nodes,
+        precision=args.precision,
+        ckpt_dir=args.ckpt_dir,
+        resume=args.resume,
+    )
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -79,16 +123,27 @@ def _fit(args: argparse.Namespace) -> int:
         return 0
     TransformSet(args.transforms)  # a bad spec fails here, before any data is read
     if (args.images is None) == (args.normal_class is None):
-        raise DataError("give either --normal-class (with --dataset) or --images (a folder/tensor of normal images)")
+        raise DataError(
+            "give either --normal-class (with --dataset) or --images (a folder/tensor of normal images)"
+        )
     source = str(args.images) if args.images is not None else args.dataset
-    datamodule = GeoADDataModule(source, args.normal_class, batch_size=args.batch_size, data_dir=args.data_dir,
-                                 limit=args.train_limit, seed=args.seed, download=args.download)
+    datamodule = GeoADDataModule(
+        source,
+        args.normal_class,
+        batch_size=args.batch_size,
+        data_dir=args.data_dir,
+        limit=args.train_limit,
+        seed=args.seed,
+        download=args.download,
+    )
     detector = GeoADDetector.fit(datamodule, _fit_config(args, args.seed))
     if rank_zero_only.rank == 0:  # under DDP every process gets here; one writes
         detector.save(args.out)
         meta = detector.meta
-        print(f"saved {args.out}: {meta['n_train_images']} normal images, {meta['train_pairs']} self-labelled pairs "
-              f"in {meta['train_seconds']:.1f} s ({meta['train_pairs_per_s']:.0f} pairs/s)")
+        print(
+            f"saved {args.out}: {meta['n_train_images']} normal images, {meta['train_pairs']} self-labelled pairs "
+            f"in {meta['train_seconds']:.1f} s ({meta['train_pairs_per_s']:.0f} pairs/s)"
+        )
     return 0
 
 
@@ -98,17 +153,26 @@ def _score(args: argparse.Namespace) -> int:
     from geoad.detector import GeoADDetector
 
     detector = GeoADDetector.load(args.artifact, select_device(args.device))
-    detector.to(detector.device, bf16=not args.fp32, channels_last=not args.no_channels_last, compile=args.compile)
+    detector.to(
+        detector.device, bf16=not args.fp32, channels_last=not args.no_channels_last, compile=args.compile
+    )
     prep = detector.preprocessing
     data = load_images(args.input, prep.channels, prep.raw_size if args.input.is_dir() else None)
     scores = detector.score(data.images, args.batch_size)
     names = data.names if data.names is not None else [str(i) for i in range(len(data))]
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["path" if data.names is not None else "index", "anomaly_score", "normality_score",
-                     "simplified_score"])
-    for row in zip(names, scores.anomaly.tolist(), scores.normality.tolist(), scores.simplified.tolist(),
-                   strict=True):
+    writer.writerow(
+        [
+            "path" if data.names is not None else "index",
+            "anomaly_score",
+            "normality_score",
+            "simplified_score",
+        ]
+    )
+    for row in zip(
+        names, scores.anomaly.tolist(), scores.normality.tolist(), scores.simplified.tolist(), strict=True
+    ):
         writer.writerow([row[0], *(f"{v:.6g}" for v in row[1:])])
     if args.out is None:
         sys.stdout.write(out.getvalue())
@@ -138,10 +202,20 @@ def _evaluate(args: argparse.Namespace) -> int:
     if classes is not None:  # names -> indices, and a class that does not exist fails before any work
         test = load_dataset(args.dataset, "test", args.data_dir, args.download)
         classes = [resolve_class(test, c) for c in classes]
-    config = EvalConfig(dataset=args.dataset, classes=classes, seeds=args.seeds, out_dir=args.out_dir,
-                        fit=_fit_config(args, 0), train_limit=args.train_limit, test_limit=args.test_limit,
-                        baselines=baselines, baseline_max_train=args.baseline_max_train,
-                        score_batch_size=args.score_batch_size, data_dir=args.data_dir, download=args.download)
+    config = EvalConfig(
+        dataset=args.dataset,
+        classes=classes,
+        seeds=args.seeds,
+        out_dir=args.out_dir,
+        fit=_fit_config(args, 0),
+        train_limit=args.train_limit,
+        test_limit=args.test_limit,
+        baselines=baselines,
+        baseline_max_train=args.baseline_max_train,
+        score_batch_size=args.score_batch_size,
+        data_dir=args.data_dir,
+        download=args.download,
+    )
     summary = evaluate(config, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(markdown_table(summary))
     print(f"results: {args.out_dir / 'results.md'}, {args.out_dir / 'results.json'}", file=sys.stderr)
@@ -155,8 +229,14 @@ def _bench(args: argparse.Namespace) -> int:
 
     chosen = [t for t in tasks() if not args.only or t.name in args.only]
     try:
-        run_tasks(chosen, profile=args.profile, device=args.device, results_path=args.results,
-                  data_dir=args.data_dir, threads=args.threads)
+        run_tasks(
+            chosen,
+            profile=args.profile,
+            device=args.device,
+            results_path=args.results,
+            data_dir=args.data_dir,
+            threads=args.threads,
+        )
     except TasksFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -165,21 +245,32 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="geoad", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="geoad", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    fit = sub.add_parser("fit", help="train a detector on normal images and save it as one file",
-                         description="Train the transformation classifier on the normal images (Lightning), fit "
-                                     "one Dirichlet per transformation, and save everything scoring needs (weights, "
-                                     "transformation set, Dirichlet parameters, preprocessing) to --out.")
-    fit.add_argument("--dataset", default="fashion-mnist",
-                     help=f"{', '.join(NAMED)}, a folder with train/<class>/ (ImageFolder layout) or a .pt file "
-                          "with train_images/train_labels; default %(default)s")
+    fit = sub.add_parser(
+        "fit",
+        help="train a detector on normal images and save it as one file",
+        description="Train the transformation classifier on the normal images (Lightning), fit "
+        "one Dirichlet per transformation, and save everything scoring needs (weights, "
+        "transformation set, Dirichlet parameters, preprocessing) to --out.",
+    )
+    fit.add_argument(
+        "--dataset",
+        default="fashion-mnist",
+        help=f"{', '.join(NAMED)}, a folder with train/<class>/ (ImageFolder layout) or a .pt file "
+        "with train_images/train_labels; default %(default)s",
+    )
     fit.add_argument("--normal-class", default=None, help="index or name of the normal class in --dataset")
-    fit.add_argument("--images", type=Path, default=None,
-                     help="instead of --dataset/--normal-class: a folder of normal images or a .pt tensor [N,H,W] / "
-                          "[N,C,H,W] of them")
+    fit.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        help="instead of --dataset/--normal-class: a folder of normal images or a .pt tensor [N,H,W] / "
+        "[N,C,H,W] of them",
+    )
     fit.add_argument("--out", type=Path, required=True, help="detector file to write (e.g. det.pt)")
     fit.add_argument("--force", action="store_true", help="train again even if --out exists")
     fit.add_argument("--seed", type=int, default=0, help="seed for initialisation, data order, subsets")
@@ -189,57 +280,96 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(fit)
     fit.set_defaults(func=_fit)
 
-    score = sub.add_parser("score", help="score images with a saved detector; write a CSV",
-                           description="Score a folder of image files (searched recursively; unreadable files are "
-                                       "skipped and reported) or a .pt tensor [N,H,W] / [N,C,H,W] (uint8, or float "
-                                       "in [0, 1]). Images of another size or channel count are converted, with a "
-                                       "notice. CSV columns: path or index, anomaly_score (higher = more anomalous), "
-                                       "normality_score (= -anomaly_score, the paper's), simplified_score.")
+    score = sub.add_parser(
+        "score",
+        help="score images with a saved detector; write a CSV",
+        description="Score a folder of image files (searched recursively; unreadable files are "
+        "skipped and reported) or a .pt tensor [N,H,W] / [N,C,H,W] (uint8, or float "
+        "in [0, 1]). Images of another size or channel count are converted, with a "
+        "notice. CSV columns: path or index, anomaly_score (higher = more anomalous), "
+        "normality_score (= -anomaly_score, the paper's), simplified_score.",
+    )
     score.add_argument("artifact", type=Path, help="detector file written by `geoad fit`")
     score.add_argument("input", type=Path, help="folder of images or .pt tensor file")
     score.add_argument("--out", type=Path, default=None, help="CSV to write (default: standard output)")
     score.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if present, else cpu)")
-    score.add_argument("--batch-size", type=int, default=16,
-                       help="images per network call (each becomes T inputs); default %(default)s")
+    score.add_argument(
+        "--batch-size",
+        type=int,
+        default=16,
+        help="images per network call (each becomes T inputs); default %(default)s",
+    )
     score.add_argument("--fp32", action="store_true", help="score in float32 (default: bf16 where native)")
     score.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory layout")
-    score.add_argument("--compile", action="store_true", help="torch.compile the network (slow start, faster)")
+    score.add_argument(
+        "--compile", action="store_true", help="torch.compile the network (slow start, faster)"
+    )
     score.set_defaults(func=_score)
 
-    ev = sub.add_parser("evaluate", help="the paper's one-vs-rest protocol: per-class AUROC table, mean +- SEM",
-                        description="For each class: train on that class's training images, score the whole test "
-                                    "split (that class normal, the rest anomalous), for several seeds; the same "
-                                    "splits for the baselines. Finished stages are skipped on a rerun.")
-    ev.add_argument("--dataset", default="fashion-mnist",
-                    help=f"{', '.join(NAMED)}, a folder with train/ and test/ subfolders (one folder per class), "
-                         "or a .pt file with train_images, train_labels, test_images, test_labels; "
-                         "default %(default)s")
+    ev = sub.add_parser(
+        "evaluate",
+        help="the paper's one-vs-rest protocol: per-class AUROC table, mean +- SEM",
+        description="For each class: train on that class's training images, score the whole test "
+        "split (that class normal, the rest anomalous), for several seeds; the same "
+        "splits for the baselines. Finished stages are skipped on a rerun.",
+    )
+    ev.add_argument(
+        "--dataset",
+        default="fashion-mnist",
+        help=f"{', '.join(NAMED)}, a folder with train/ and test/ subfolders (one folder per class), "
+        "or a .pt file with train_images, train_labels, test_images, test_labels; "
+        "default %(default)s",
+    )
     ev.add_argument("--classes", default="all", help="'all' or comma-separated indices or names; default all")
     ev.add_argument("--seeds", type=int, default=5, help="runs per class; default %(default)s (paper)")
     ev.add_argument("--out-dir", type=Path, default=Path("runs/geoad"), help="default %(default)s")
-    ev.add_argument("--test-limit", type=int, default=None,
-                    help="score a seeded subset of this many test images (default: all, as the paper)")
-    ev.add_argument("--baselines", default="ocsvm,ocsvm-hindsight,iforest",
-                    help="comma-separated from ocsvm (nu, gamma chosen on held-out normal images), "
-                         "ocsvm-hindsight (the paper's test-tuned choice), iforest; or none")
-    ev.add_argument("--baseline-max-train", type=int, default=2000,
-                    help="OC-SVM/IsolationForest training subsample (OC-SVM is quadratic); default %(default)s")
+    ev.add_argument(
+        "--test-limit",
+        type=int,
+        default=None,
+        help="score a seeded subset of this many test images (default: all, as the paper)",
+    )
+    ev.add_argument(
+        "--baselines",
+        default="ocsvm,ocsvm-hindsight,iforest",
+        help="comma-separated from ocsvm (nu, gamma chosen on held-out normal images), "
+        "ocsvm-hindsight (the paper's test-tuned choice), iforest; or none",
+    )
+    ev.add_argument(
+        "--baseline-max-train",
+        type=int,
+        default=2000,
+        help="OC-SVM/IsolationForest training subsample (OC-SVM is quadratic); default %(default)s",
+    )
     ev.add_argument("--score-batch-size", type=int, default=16, help="images per scoring call")
     _add_fit_options(ev)
     _add_data_options(ev)
     ev.set_defaults(func=_evaluate, ckpt_dir=None, resume=False)  # evaluate checkpoints each run itself
 
-    bench = sub.add_parser("bench", help="run geoad's benchmark tasks with the repo's harness",
-                           description="AUROC vs images/s for several transformation sets and the baselines, "
-                                       "measured with benchmarks.yardstick; same as "
-                                       "`python -m benchmarks run --only geoad`.")
-    bench.add_argument("--profile", choices=["quick", "cpu", "full"], default="quick",
-                       help="quick: minutes on a CPU (one class, reduced budget); full: the paper's protocol (GPU)")
-    bench.add_argument("--only", nargs="+", default=None, help="task names (geoad.fmnist, geoad.baselines, "
-                                                                "geoad.scoring); default all")
+    bench = sub.add_parser(
+        "bench",
+        help="run geoad's benchmark tasks with the repo's harness",
+        description="AUROC vs images/s for several transformation sets and the baselines, "
+        "measured with benchmarks.yardstick; same as "
+        "`python -m benchmarks run --only geoad`.",
+    )
+    bench.add_argument(
+        "--profile",
+        choices=["quick", "cpu", "full"],
+        default="quick",
+        help="quick: minutes on a CPU (one class, reduced budget); full: the paper's protocol (GPU)",
+    )
+    bench.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        help="task names (geoad.fmnist, geoad.baselines, geoad.scoring); default all",
+    )
     bench.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if present, else cpu)")
     bench.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    bench.add_argument("--results", type=Path, default=Path("results/results.jsonl"), help="JSONL file (appended)")
+    bench.add_argument(
+        "--results", type=Path, default=Path("results/results.jsonl"), help="JSONL file (appended)"
+    )
     bench.add_argument("--data-dir", type=Path, default=None, help="data root")
     bench.set_defaults(func=_bench)
     return parser

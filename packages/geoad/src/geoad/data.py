@@ -58,21 +58,27 @@ def as_nchw(images: Tensor, what: str) -> Tensor:
     if images.ndim == 3:
         images = images[:, None]
     if images.ndim != 4 or images.shape[0] == 0:
-        raise DataError(f"{what}: expected a non-empty image tensor [N, H, W] or [N, C, H, W], got {tuple(images.shape)}")
+        raise DataError(
+            f"{what}: expected a non-empty image tensor [N, H, W] or [N, C, H, W], got {tuple(images.shape)}"
+        )
     if images.shape[1] not in (1, 3) and images.shape[-1] in (1, 3):
         images = images.permute(0, 3, 1, 2)  # NHWC, as numpy/PIL give it
     if images.dtype.is_floating_point:
         lo, hi = images.min().item(), images.max().item()
         if lo < 0 or hi > 1:
-            raise DataError(f"{what}: float images must lie in [0, 1], these span [{lo:.3g}, {hi:.3g}]; "
-                            "pass uint8 0..255 or scale them")
+            raise DataError(
+                f"{what}: float images must lie in [0, 1], these span [{lo:.3g}, {hi:.3g}]; "
+                "pass uint8 0..255 or scale them"
+            )
         images = (images * 255).round().to(torch.uint8)
     elif images.dtype != torch.uint8:
         raise DataError(f"{what}: images must be uint8 or float, got {images.dtype}")
     return images.contiguous()
 
 
-def load_dataset(name: str, split: str, data_dir: str | Path | None = None, download: bool = False) -> ImageData:
+def load_dataset(
+    name: str, split: str, data_dir: str | Path | None = None, download: bool = False
+) -> ImageData:
     """One split ("train" or "test") of a labelled data set (see the module doc for the names)."""
     if name == "fashion-mnist":
         from benchmarks.data import load_fashion_mnist
@@ -87,8 +93,10 @@ def load_dataset(name: str, split: str, data_dir: str | Path | None = None, down
         return _load_tensor_dataset(path, split)
     if path.is_dir():
         return _load_image_folder_dataset(path, split)
-    raise DataError(f"unknown data set {name!r}: use one of {', '.join(NAMED)}, a folder with train/ and test/ "
-                    "subfolders (one folder per class), or a .pt file (see `geoad evaluate --help`)")
+    raise DataError(
+        f"unknown data set {name!r}: use one of {', '.join(NAMED)}, a folder with train/ and test/ "
+        "subfolders (one folder per class), or a .pt file (see `geoad evaluate --help`)"
+    )
 
 
 def _load_cifar(name: str, split: str, data_dir: str | Path | None, download: bool) -> ImageData:
@@ -101,8 +109,10 @@ def _load_cifar(name: str, split: str, data_dir: str | Path | None, download: bo
     try:
         ds = cls(str(root), train=split == "train", download=download)
     except RuntimeError as err:
-        raise DataError(f"{name} not found under {root} ({err}); rerun with --download (needs a network) or put "
-                        f"torchvision's {name} files there") from err
+        raise DataError(
+            f"{name} not found under {root} ({err}); rerun with --download (needs a network) or put "
+            f"torchvision's {name} files there"
+        ) from err
     images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
     if name == "cifar10":
         return ImageData(images, torch.tensor(ds.targets), list(ds.classes))
@@ -118,8 +128,10 @@ def _load_tensor_dataset(path: Path, split: str) -> ImageData:
     blob = _torch_load(path)
     keys = (f"{split}_images", f"{split}_labels")
     if not isinstance(blob, dict) or any(k not in blob for k in keys):
-        raise DataError(f"{path}: a labelled data set file must be a dict with {keys[0]} and {keys[1]} "
-                        "(and the same for the other split)")
+        raise DataError(
+            f"{path}: a labelled data set file must be a dict with {keys[0]} and {keys[1]} "
+            "(and the same for the other split)"
+        )
     images = as_nchw(torch.as_tensor(blob[keys[0]]), str(path))
     labels = torch.as_tensor(blob[keys[1]]).long()
     if len(labels) != len(images):
@@ -132,14 +144,21 @@ def _load_image_folder_dataset(root: Path, split: str) -> ImageData:
     folder = root / split
     class_dirs = sorted(d for d in folder.iterdir() if d.is_dir()) if folder.is_dir() else []
     if not class_dirs:
-        raise DataError(f"{folder} has no class subfolders: a folder data set needs {root}/train/<class>/ and "
-                        f"{root}/test/<class>/ with the same class names")
+        raise DataError(
+            f"{folder} has no class subfolders: a folder data set needs {root}/train/<class>/ and "
+            f"{root}/test/<class>/ with the same class names"
+        )
     first = read_image_folder(class_dirs[0], recursive=False)
     channels, size = first.images.shape[1], first.images.shape[-1]  # the other classes are brought to these
     parts = [first] + [read_image_folder(d, channels, size, recursive=False) for d in class_dirs[1:]]
     labels = torch.cat([torch.full((len(p),), c) for c, p in enumerate(parts)])
-    return ImageData(torch.cat([p.images for p in parts]), labels, [d.name for d in class_dirs],
-                     [f"{d.name}/{n}" for d, p in zip(class_dirs, parts, strict=True) for n in p.names], [s for p in parts for s in p.skipped])
+    return ImageData(
+        torch.cat([p.images for p in parts]),
+        labels,
+        [d.name for d in class_dirs],
+        [f"{d.name}/{n}" for d, p in zip(class_dirs, parts, strict=True) for n in p.names],
+        [s for p in parts for s in p.skipped],
+    )
 
 
 def load_images(path: str | Path, channels: int | None = None, size: int | None = None) -> ImageData:
@@ -150,7 +169,9 @@ def load_images(path: str | Path, channels: int | None = None, size: int | None 
     if path.is_dir():
         return read_image_folder(path, channels, size)
     if path.suffix != ".pt":
-        raise DataError(f"{path}: give a folder of images or a .pt tensor file (got a {path.suffix or 'plain'} file)")
+        raise DataError(
+            f"{path}: give a folder of images or a .pt tensor file (got a {path.suffix or 'plain'} file)"
+        )
     blob = _torch_load(path)
     if isinstance(blob, dict):
         if "images" not in blob:
@@ -162,16 +183,20 @@ def load_images(path: str | Path, channels: int | None = None, size: int | None 
     return ImageData(images, torch.full((len(images),), -1))
 
 
-def read_image_folder(folder: Path, channels: int | None = None, size: int | None = None,
-                      recursive: bool = True) -> ImageData:
+def read_image_folder(
+    folder: Path, channels: int | None = None, size: int | None = None, recursive: bool = True
+) -> ImageData:
     """Every readable image file under ``folder`` (sorted by path), as uint8 [N, C, size, size].
 
     Unreadable or corrupt files are skipped and listed in ``skipped``; images are converted to ``channels``
     (default: those of the first image) and resized to ``size`` x ``size`` (default: the first image's longer
     side; the aspect ratio is not kept), with one notice per kind of change.
     """
-    files = sorted(p for p in (folder.rglob("*") if recursive else folder.iterdir())
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(
+        p
+        for p in (folder.rglob("*") if recursive else folder.iterdir())
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
     if not files:
         raise DataError(f"{folder} contains no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     arrays, names, skipped, changes = [], [], [], Counter()
@@ -179,8 +204,11 @@ def read_image_folder(folder: Path, channels: int | None = None, size: int | Non
         try:
             with Image.open(file) as im:
                 im.load()
-                mode = {1: "L", 3: "RGB"}[channels] if channels else ("L" if im.mode in ("L", "1", "I", "I;16")
-                                                                       else "RGB")
+                mode = (
+                    {1: "L", 3: "RGB"}[channels]
+                    if channels
+                    else ("L" if im.mode in ("L", "1", "I", "I;16") else "RGB")
+                )
                 if im.mode != mode:
                     changes[f"converted {im.mode} -> {mode}"] += 1
                     im = im.convert(mode)
@@ -199,8 +227,11 @@ def read_image_folder(folder: Path, channels: int | None = None, size: int | Non
     for change, count in changes.items():
         notice(f"{folder}: {change} for {count} image(s)")
     if skipped:
-        notice(f"{folder}: skipped {len(skipped)} unreadable file(s): "
-               + "; ".join(f"{f} ({why})" for f, why in skipped[:5]) + (" ..." if len(skipped) > 5 else ""))
+        notice(
+            f"{folder}: skipped {len(skipped)} unreadable file(s): "
+            + "; ".join(f"{f} ({why})" for f, why in skipped[:5])
+            + (" ..." if len(skipped) > 5 else "")
+        )
     if not arrays:
         raise DataError(f"{folder}: none of the {len(files)} image files could be read")
     return ImageData(torch.stack(arrays), torch.full((len(arrays),), -1), names=names, skipped=skipped)
@@ -222,12 +253,20 @@ def resolve_class(data: ImageData, normal_class: int | str) -> int:
         return classes.index(normal_class)
     index = int(normal_class)
     if not 0 <= index < len(classes):
-        raise DataError(f"class {index} does not exist: this data set has classes 0..{len(classes) - 1} ({classes})")
+        raise DataError(
+            f"class {index} does not exist: this data set has classes 0..{len(classes) - 1} ({classes})"
+        )
     return index
 
 
-def normal_training_images(source: str, normal_class: int | str | None, data_dir: str | Path | None = None,
-                           limit: int | None = None, seed: int = 0, download: bool = False) -> ImageData:
+def normal_training_images(
+    source: str,
+    normal_class: int | str | None,
+    data_dir: str | Path | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    download: bool = False,
+) -> ImageData:
     """The normal training images: one class of a data set's train split, or all of an unlabelled source."""
     if normal_class is None:
         data = load_images(source)
@@ -268,22 +307,41 @@ def _keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
 class GeoADDataModule(L.LightningDataModule):
     """The self-labelled training set of one normal class (or of a folder / tensor file of normal images)."""
 
-    def __init__(self, source: str, normal_class: int | str | None = None, n_transforms: int = 72,
-                 batch_size: int = 128, data_dir: str | Path | None = None, limit: int | None = None,
-                 seed: int = 0, num_workers: int = 0, download: bool = False):
+    def __init__(
+        self,
+        source: str,
+        normal_class: int | str | None = None,
+        n_transforms: int = 72,
+        batch_size: int = 128,
+        data_dir: str | Path | None = None,
+        limit: int | None = None,
+        seed: int = 0,
+        num_workers: int = 0,
+        download: bool = False,
+    ):
         super().__init__()
         self.save_hyperparameters(ignore="n_transforms")
-        self.n_transforms = n_transforms  # set by GeoADDetector.fit to the size of the model's transformation set
+        self.n_transforms = (
+            n_transforms  # set by GeoADDetector.fit to the size of the model's transformation set
+        )
         self.normal: ImageData | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.normal is None:
             h = self.hparams
-            self.normal = normal_training_images(h.source, h.normal_class, h.data_dir, h.limit, h.seed, h.download)
+            self.normal = normal_training_images(
+                h.source, h.normal_class, h.data_dir, h.limit, h.seed, h.download
+            )
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
         dataset = SelfLabelledDataset(self.normal.images, self.n_transforms)
         # shuffle=True: every epoch visits every (image, transformation) pair once, in a seeded random order
-        return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=True, collate_fn=_keep_batch,
-                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            shuffle=True,
+            collate_fn=_keep_batch,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )

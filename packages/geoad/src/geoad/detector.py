@@ -44,7 +44,9 @@ class ArtifactError(ValueError):
 class FitConfig:
     backbone: str = "wrn-10-4"
     transforms: str = "72"
-    epochs: int | None = None  # passes over the self-labelled set; None: ceil(200 / T) as in the paper (3 for 72)
+    epochs: int | None = (
+        None  # passes over the self-labelled set; None: ceil(200 / T) as in the paper (3 for 72)
+    )
     max_steps: int = -1  # optional cap on optimiser steps (reduced budgets); -1: no cap
     batch_size: int = 128
     lr: float = 1e-3
@@ -97,16 +99,33 @@ class GeoADDetector:
         datamodule.setup("fit")
         normal = datamodule.normal.images
         prep = Preprocessing.for_images(normal, config.pad)
-        module = GeoADModel(config.backbone, config.transforms, prep.channels, prep.raw_size, prep.pad, config.lr,
-                            config.channels_last)
+        module = GeoADModel(
+            config.backbone,
+            config.transforms,
+            prep.channels,
+            prep.raw_size,
+            prep.pad,
+            config.lr,
+            config.channels_last,
+        )
         n_transforms = len(module.transforms)
         datamodule.n_transforms = n_transforms  # the self-labelled set follows the model's transformation set
-        checkpoints = [ModelCheckpoint(dirpath=config.ckpt_dir, save_last=True, save_top_k=0)] if config.ckpt_dir else []
+        checkpoints = (
+            [ModelCheckpoint(dirpath=config.ckpt_dir, save_last=True, save_top_k=0)]
+            if config.ckpt_dir
+            else []
+        )
         trainer = L.Trainer(
-            max_epochs=config.n_epochs(n_transforms), max_steps=config.max_steps,
-            accelerator=config.accelerator, devices=config.devices, strategy=config.strategy,
-            num_nodes=config.num_nodes, precision=config.precision, logger=False,
-            enable_checkpointing=bool(checkpoints), callbacks=checkpoints,
+            max_epochs=config.n_epochs(n_transforms),
+            max_steps=config.max_steps,
+            accelerator=config.accelerator,
+            devices=config.devices,
+            strategy=config.strategy,
+            num_nodes=config.num_nodes,
+            precision=config.precision,
+            logger=False,
+            enable_checkpointing=bool(checkpoints),
+            callbacks=checkpoints,
             enable_progress_bar=sys.stderr.isatty(),  # a long fit shows progress; logs and tests stay quiet
             enable_model_summary=False,
         )
@@ -114,7 +133,9 @@ class GeoADDetector:
         if config.resume:
             last = Path(config.ckpt_dir or "") / "last.ckpt"
             if config.ckpt_dir is None or not last.exists():
-                raise FileNotFoundError(f"--resume: no checkpoint at {last}; train once with --ckpt-dir first")
+                raise FileNotFoundError(
+                    f"--resume: no checkpoint at {last}; train once with --ckpt-dir first"
+                )
             ckpt = str(last)
         start = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
@@ -123,8 +144,12 @@ class GeoADDetector:
         pairs = (trainer.global_step - module.start_step) * config.batch_size
         detector = cls(module.model, module.transforms, module.preprocessing, config.backbone)
         detector.meta = {
-            "fit_config": asdict(config), "n_train_images": len(normal), "train_pairs": pairs,
-            "train_steps": trainer.global_step, "start_step": module.start_step, "train_seconds": seconds,
+            "fit_config": asdict(config),
+            "n_train_images": len(normal),
+            "train_pairs": pairs,
+            "train_steps": trainer.global_step,
+            "start_step": module.start_step,
+            "train_seconds": seconds,
             "train_pairs_per_s": pairs / seconds if seconds else None,
             "train_device": str(trainer.strategy.root_device),
         }
@@ -145,8 +170,14 @@ class GeoADDetector:
         return self.alpha
 
     # ---- scoring --------------------------------------------------------------------------------------------
-    def to(self, device: torch.device | str, *, bf16: bool | None = None, channels_last: bool | None = None,
-           compile: bool | None = None) -> GeoADDetector:
+    def to(
+        self,
+        device: torch.device | str,
+        *,
+        bf16: bool | None = None,
+        channels_last: bool | None = None,
+        compile: bool | None = None,
+    ) -> GeoADDetector:
         """Move to ``device`` and (optionally) change the speed settings; None keeps the current one."""
         self.device = torch.device(device)
         self.bf16 = self.bf16 if bf16 is None else bf16
@@ -183,8 +214,12 @@ class GeoADDetector:
     @torch.inference_mode()
     def log_probs(self, images: Tensor, batch_size: int = 64) -> Tensor:
         images = self.conform(images)
-        return torch.cat([self.batch_log_probs(images[i : i + batch_size].to(self.device)).cpu()
-                          for i in range(0, len(images), batch_size)])
+        return torch.cat(
+            [
+                self.batch_log_probs(images[i : i + batch_size].to(self.device)).cpu()
+                for i in range(0, len(images), batch_size)
+            ]
+        )
 
     def score(self, images: Tensor, batch_size: int = 64) -> Scores:
         """Anomaly, normality and simplified scores of uint8 images [N, H, W] or [N, C, H, W]."""
@@ -198,12 +233,18 @@ class GeoADDetector:
     def save(self, path: str | Path) -> None:
         """Everything scoring needs, in one file, written atomically."""
         blob = {
-            "format": FORMAT, "version": VERSION, "backbone": self.backbone, "transforms": self.transforms.spec,
+            "format": FORMAT,
+            "version": VERSION,
+            "backbone": self.backbone,
+            "transforms": self.transforms.spec,
             "preprocessing": self.preprocessing.as_dict(),
             # always stored in float32, whatever the scoring precision
-            "state_dict": {k: (v.float() if v.is_floating_point() else v).cpu()
-                           for k, v in self.model.state_dict().items()},
-            "alpha": None if self.alpha is None else self.alpha.cpu(), "meta": self.meta,
+            "state_dict": {
+                k: (v.float() if v.is_floating_point() else v).cpu()
+                for k, v in self.model.state_dict().items()
+            },
+            "alpha": None if self.alpha is None else self.alpha.cpu(),
+            "meta": self.meta,
         }
         buffer = io.BytesIO()
         torch.save(blob, buffer)
@@ -217,11 +258,15 @@ class GeoADDetector:
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises several types for a corrupt or foreign file
-            raise ArtifactError(f"{path} is not a readable detector file ({type(err).__name__}: {err})") from err
+            raise ArtifactError(
+                f"{path} is not a readable detector file ({type(err).__name__}: {err})"
+            ) from err
         if not isinstance(blob, dict) or blob.get("format") != FORMAT:
             raise ArtifactError(f"{path} is not a GeoAD detector file (written by `geoad fit`)")
         if blob["version"] > VERSION:
-            raise ArtifactError(f"{path} was written by a newer geoad (format {blob['version']}); upgrade geoad")
+            raise ArtifactError(
+                f"{path} was written by a newer geoad (format {blob['version']}); upgrade geoad"
+            )
         transforms = TransformSet(blob["transforms"])
         preprocessing = Preprocessing(**blob["preprocessing"])
         model = create_model(blob["backbone"], len(transforms), preprocessing.channels)

@@ -61,4 +61,3 @@ def dirichlet_normality(log_p: Tensor, alpha: Tensor) -> Tensor:
 def simplified_normality(log_p: Tensor) -> Tensor:
     """The paper's simplified score: mean over t of p_t[t], the probability of the transformation actually applied."""
     return log_p.diagonal(dim1=-2, dim2=-1).double().exp().mean(-1)
-

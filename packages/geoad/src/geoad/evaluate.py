@@ -56,7 +56,9 @@ def load_test_split(config: EvalConfig) -> ImageData:
     test = load_dataset(config.dataset, "test", config.data_dir, config.download)
     if config.test_limit is not None and config.test_limit < len(test):
         # seed 0 whatever the run's seed: every run and baseline is measured on the same images
-        test = test.subset(torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[: config.test_limit])
+        test = test.subset(
+            torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[: config.test_limit]
+        )
     return test
 
 
@@ -79,10 +81,18 @@ def run_seed(config: EvalConfig, normal_class: int, seed: int, test: ImageData) 
     else:
         # checkpoints per run: an interrupted long run resumes from its last epoch
         checkpoints = folder / "checkpoints"
-        fit = replace(config.fit, seed=seed, ckpt_dir=str(checkpoints), resume=(checkpoints / "last.ckpt").exists())
-        datamodule = GeoADDataModule(config.dataset, normal_class, batch_size=fit.batch_size,
-                                     data_dir=config.data_dir, limit=config.train_limit, seed=0,
-                                     download=config.download)
+        fit = replace(
+            config.fit, seed=seed, ckpt_dir=str(checkpoints), resume=(checkpoints / "last.ckpt").exists()
+        )
+        datamodule = GeoADDataModule(
+            config.dataset,
+            normal_class,
+            batch_size=fit.batch_size,
+            data_dir=config.data_dir,
+            limit=config.train_limit,
+            seed=0,
+            download=config.download,
+        )
         detector = GeoADDetector.fit(datamodule, fit)
         detector.save(artifact)
     is_normal = one_vs_rest(test.labels, normal_class)
@@ -100,8 +110,14 @@ def run_baselines(config: EvalConfig, normal_class: int, test: ImageData) -> dic
     todo = [b for b in config.baselines if b not in done]
     if not todo:
         return done
-    normal = GeoADDataModule(config.dataset, normal_class, data_dir=config.data_dir, limit=config.train_limit,
-                             seed=0, download=config.download)
+    normal = GeoADDataModule(
+        config.dataset,
+        normal_class,
+        data_dir=config.data_dir,
+        limit=config.train_limit,
+        seed=0,
+        download=config.download,
+    )
     normal.setup()
     preprocessing = Preprocessing.for_images(normal.normal.images, config.fit.pad)  # the detector's own
     train = raw_features(normal.normal.images, preprocessing)
@@ -154,13 +170,19 @@ def summarise(per_class: dict[int, dict[str, Any]]) -> dict[str, Any]:
             row[name] = (metrics["auroc"], 0.0)  # deterministic given the split: no seeds
         rows[str(c)] = row
     keys = [k for k in next(iter(rows.values())) if k not in ("name", "seeds")]
-    mean = {k: mean_sem([row[k][0] for row in rows.values()]) for k in keys if all(k in r for r in rows.values())}
+    mean = {
+        k: mean_sem([row[k][0] for row in rows.values()]) for k in keys if all(k in r for r in rows.values())
+    }
     return {"per_class": rows, "mean_over_classes": mean, "runs": {str(c): r for c, r in per_class.items()}}
 
 
 COLUMNS = {
-    "auroc": "GEOM AUROC", "aupr_in": "AUPR-in", "aupr_out": "AUPR-out", "auroc_simplified": "simplified AUROC",
-    "ocsvm": "RAW-OC-SVM (label-free)", "ocsvm-hindsight": "RAW-OC-SVM (hindsight, test-tuned)",
+    "auroc": "GEOM AUROC",
+    "aupr_in": "AUPR-in",
+    "aupr_out": "AUPR-out",
+    "auroc_simplified": "simplified AUROC",
+    "ocsvm": "RAW-OC-SVM (label-free)",
+    "ocsvm-hindsight": "RAW-OC-SVM (hindsight, test-tuned)",
     "iforest": "IsolationForest",
 }
 
@@ -174,10 +196,14 @@ def markdown_table(summary: dict[str, Any]) -> str:
         mean, sem = value
         return f"{100 * mean:.1f} ± {100 * sem:.1f}" if sem else f"{100 * mean:.1f}"
 
-    lines = ["| class | seeds | " + " | ".join(COLUMNS[k] for k in keys) + " |",
-             "|---|---|" + "---|" * len(keys)]
+    lines = [
+        "| class | seeds | " + " | ".join(COLUMNS[k] for k in keys) + " |",
+        "|---|---|" + "---|" * len(keys),
+    ]
     for c, row in rows.items():
-        lines.append(f"| {c} {row['name']} | {row['seeds']} | " + " | ".join(cell(row[k]) for k in keys) + " |")
+        lines.append(
+            f"| {c} {row['name']} | {row['seeds']} | " + " | ".join(cell(row[k]) for k in keys) + " |"
+        )
     mean = summary["mean_over_classes"]
     lines.append(f"| **mean over {len(rows)} classes** | | " + " | ".join(cell(mean[k]) for k in keys) + " |")
     return "\n".join(lines) + "\n"

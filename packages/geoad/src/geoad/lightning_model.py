@@ -16,8 +16,16 @@ from geoad.transforms import Preprocessing, TransformSet
 
 
 class GeoADModel(L.LightningModule):
-    def __init__(self, backbone: str = "wrn-10-4", transforms: str = "72", channels: int = 1, raw_size: int = 28,
-                 pad: int = 2, lr: float = 1e-3, channels_last: bool = False):
+    def __init__(
+        self,
+        backbone: str = "wrn-10-4",
+        transforms: str = "72",
+        channels: int = 1,
+        raw_size: int = 28,
+        pad: int = 2,
+        lr: float = 1e-3,
+        channels_last: bool = False,
+    ):
         super().__init__()
         self.save_hyperparameters()
         self.transforms = TransformSet(transforms)

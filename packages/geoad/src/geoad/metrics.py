@@ -31,7 +31,9 @@ def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
         raise ValueError("average precision needs at least one positive sample")
     order = np.argsort(-np.asarray(scores), kind="mergesort")
     sorted_scores, hits = np.asarray(scores)[order], positive[order]
-    last = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(hits) - 1]  # last position of each distinct score
+    last = np.r_[
+        np.flatnonzero(np.diff(sorted_scores)), len(hits) - 1
+    ]  # last position of each distinct score
     tp = np.cumsum(hits)[last]
     precision = tp / (last + 1)
     recall = tp / tp[-1]
@@ -42,7 +44,9 @@ def anomaly_metrics(normality: np.ndarray, is_normal: np.ndarray) -> dict[str, f
     """AUROC, AUPR-in and AUPR-out of a normality score (higher = more normal) against the true normal mask."""
     normality, is_normal = np.asarray(normality, dtype=np.float64), np.asarray(is_normal, dtype=bool)
     return {
-        "auroc": auroc(normality, is_normal),  # normal positive on normality == anomalous positive on -normality
+        "auroc": auroc(
+            normality, is_normal
+        ),  # normal positive on normality == anomalous positive on -normality
         "aupr_in": average_precision(normality, is_normal),
         "aupr_out": average_precision(-normality, ~is_normal),
     }

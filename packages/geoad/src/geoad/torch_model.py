@@ -36,8 +36,9 @@ class PreActBlock(nn.Module):
 
 
 class WideResNet(nn.Module):
-    def __init__(self, depth: int = 10, widen: int = 4, num_classes: int = 72, in_chans: int = 3,
-                 dropout: float = 0.0):
+    def __init__(
+        self, depth: int = 10, widen: int = 4, num_classes: int = 72, in_chans: int = 3, dropout: float = 0.0
+    ):
         super().__init__()
         if (depth - 4) % 6 or depth < 10:
             raise ValueError(f"WRN depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, ...), got {depth}")
@@ -47,8 +48,10 @@ class WideResNet(nn.Module):
         blocks = []
         for group, stride in zip(range(3), (1, 2, 2), strict=True):
             c_in, c_out = widths[group], widths[group + 1]
-            blocks += [PreActBlock(c_in if i == 0 else c_out, c_out, stride if i == 0 else 1, dropout)
-                       for i in range(n)]
+            blocks += [
+                PreActBlock(c_in if i == 0 else c_out, c_out, stride if i == 0 else 1, dropout)
+                for i in range(n)
+            ]
         self.blocks = nn.Sequential(*blocks)
         self.bn = nn.BatchNorm2d(widths[3])
         self.head = nn.Linear(widths[3], num_classes)
@@ -80,4 +83,6 @@ def create_model(backbone: str, num_classes: int, in_chans: int) -> nn.Module:
             raise ValueError(f"timm has no model {name!r}; see timm.list_models()")
         # random init on purpose: the method learns its features from the transformations alone
         return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans)
-    raise ValueError(f"unknown backbone {backbone!r}: use wrn-<depth>-<widen> (e.g. wrn-10-4) or timm:<model name>")
+    raise ValueError(
+        f"unknown backbone {backbone!r}: use wrn-<depth>-<widen> (e.g. wrn-10-4) or timm:<model name>"
+    )

@@ -164,10 +164,18 @@ class Preprocessing:
                 )
             notice(f"{what}: converted {c} -> {self.channels} channels")
         if (h, w) != (self.raw_size, self.raw_size):
-            images = F.interpolate(
-                images.float(), size=(self.raw_size, self.raw_size), mode="bilinear", antialias=True,
-                align_corners=False,
-            ).round().clamp(0, 255).to(torch.uint8)
+            images = (
+                F.interpolate(
+                    images.float(),
+                    size=(self.raw_size, self.raw_size),
+                    mode="bilinear",
+                    antialias=True,
+                    align_corners=False,
+                )
+                .round()
+                .clamp(0, 255)
+                .to(torch.uint8)
+            )
             notice(f"{what}: resized {h}x{w} -> {self.raw_size}x{self.raw_size}")
         return images
 

@@ -26,10 +26,14 @@ def _meets(sol: Solution, budgets: Mapping[str, float], minimums: Mapping[str, f
 def _check_names(problem: SearchProblem, names: Sequence[str]) -> None:
     unknown = set(names) - set(problem.costs)
     if unknown:
-        raise ValueError(f"budget names {sorted(unknown)} are not costs of the problem {sorted(problem.costs)}")
+        raise ValueError(
+            f"budget names {sorted(unknown)} are not costs of the problem {sorted(problem.costs)}"
+        )
 
 
-def homogeneous_choices(problem: SearchProblem, allowed_variants: Sequence[str] | None = None) -> dict[str, list[int]]:
+def homogeneous_choices(
+    problem: SearchProblem, allowed_variants: Sequence[str] | None = None
+) -> dict[str, list[int]]:
     """Variant name -> choice that uses that variant in every layer (only names available in all layers)."""
     avail = problem.available
     out: dict[str, list[int]] = {}
@@ -60,16 +64,20 @@ def uniform_choice(
     candidates = homogeneous_choices(problem, allowed_variants)
     if not candidates:
         raise ValueError("no variant is available in every layer, so no homogeneous configuration exists")
-    sols = [problem.solution_for(c, budgets=dict(budgets), minimums=minimums, solver="uniform")
-            for c in candidates.values()]
+    sols = [
+        problem.solution_for(c, budgets=dict(budgets), minimums=minimums, solver="uniform")
+        for c in candidates.values()
+    ]
     feasible = [s for s in sols if _meets(s, budgets, minimums)]
     if not feasible:
         lines = ["no homogeneous configuration meets the target:"]
         for k in sorted(set(budgets) | set(minimums)):
             lo = min(s.costs[k] for s in sols)
             hi = max(s.costs[k] for s in sols)
-            lines.append(f"  {k}: homogeneous totals span {lo:.6g}..{hi:.6g}, budget {budgets.get(k, '-')}, "
-                         f"minimum {minimums.get(k, '-')}")
+            lines.append(
+                f"  {k}: homogeneous totals span {lo:.6g}..{hi:.6g}, budget {budgets.get(k, '-')}, "
+                f"minimum {minimums.get(k, '-')}"
+            )
         lines.append("raise the budget or allow cheaper variants (allowed_variants / search space)")
         raise InfeasibleTargetError("\n".join(lines))
     first = next(iter(budgets), None)
@@ -89,19 +97,24 @@ def block_influence(
     To combine batches, average the per-batch results weighted by their token counts.
     """
     if len(hidden_states) < 2:
-        raise ValueError(f"need L+1 >= 2 hidden states (input of layer 0 .. output of layer L-1), got "
-                         f"{len(hidden_states)}")
+        raise ValueError(
+            f"need L+1 >= 2 hidden states (input of layer 0 .. output of layer L-1), got {len(hidden_states)}"
+        )
     hs = torch.stack([h.to(torch.float64) for h in hidden_states])  # [L+1, B, T, H]
     if hs.ndim != 4:
-        raise ValueError(f"hidden states must be [B, T, H] tensors, got shape {tuple(hidden_states[0].shape)}")
+        raise ValueError(
+            f"hidden states must be [B, T, H] tensors, got shape {tuple(hidden_states[0].shape)}"
+        )
     cos = torch.nn.functional.cosine_similarity(hs[:-1], hs[1:], dim=-1)  # [L, B, T]
     if attention_mask is None:
         mean = cos.mean(dim=(1, 2))
     else:
         m = attention_mask.to(torch.float64).to(cos.device)
         if m.shape != cos.shape[1:]:
-            raise ValueError(f"attention_mask shape {tuple(m.shape)} does not match hidden states [B, T] "
-                             f"{tuple(cos.shape[1:])}")
+            raise ValueError(
+                f"attention_mask shape {tuple(m.shape)} does not match hidden states [B, T] "
+                f"{tuple(cos.shape[1:])}"
+            )
         mean = (cos * m).sum(dim=(1, 2)) / m.sum().clamp_min(1.0)
     return (1.0 - mean).cpu().numpy()
 
@@ -112,8 +125,9 @@ def _variant_index(problem: SearchProblem, layer: int, variant: str | int) -> in
     try:
         return problem.variant_names[layer].index(variant)
     except ValueError:
-        raise ValueError(f"variant {variant!r} is not in layer {layer}'s variants "
-                         f"{problem.variant_names[layer]}") from None
+        raise ValueError(
+            f"variant {variant!r} is not in layer {layer}'s variants {problem.variant_names[layer]}"
+        ) from None
 
 
 def _drop_index(problem: SearchProblem, layer: int, drop_variant: str | int | None) -> int:

@@ -24,7 +24,9 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 def _config_path(profile: str) -> Path:
     path = CONFIGS / f"{profile}.yaml"
     if not path.exists():
-        raise FileNotFoundError(f"Puzzle {profile} config {path} is missing (the bench runs from a source checkout)")
+        raise FileNotFoundError(
+            f"Puzzle {profile} config {path} is missing (the bench runs from a source checkout)"
+        )
     return path
 
 
@@ -33,8 +35,11 @@ def run_austen(ctx: TaskContext, config_path: Path | None = None) -> None:
 
     accelerator = "gpu" if ctx.device.type == "cuda" else "cpu"
     config_path = config_path or _config_path(ctx.profile)
-    config = load_config(config_path, data_dir=str(ctx.data_dir) if ctx.data_dir else None,
-                         trainer={"accelerator": accelerator, "devices": 1})
+    config = load_config(
+        config_path,
+        data_dir=str(ctx.data_dir) if ctx.data_dir else None,
+        trainer={"accelerator": accelerator, "devices": 1},
+    )
     pipe = Pipeline(config, ctx.work_dir / "run", device=str(ctx.device), progress=False, log=ctx.log)
     pipe.run.write_json("config.json", config)  # so `puzzle <stage> --run-dir` and the scripts find it
     start = time.perf_counter()
@@ -44,19 +49,39 @@ def run_austen(ctx: TaskContext, config_path: Path | None = None) -> None:
     solutions = pipe.solutions()
     scenario = pipe.scenario().to_dict()
     for name, r in results.items():
-        quality = {k: r[k] for k in ("top1_accuracy", "top1_accuracy_retention", "top1_agreement", "kl",
-                                     "perplexity", "lm_loss")}
-        cost = {"tokens_per_s": r["measured_tokens_per_s"], "runtime_ms": r["measured_runtime_ms"],
-                "prefill_ms": r["measured_prefill_ms"], "decode_ms_per_token": r["measured_decode_ms"],
-                "params": r["params"], "batch_size": scenario["batch"], "dtype": scenario["dtype"]}
+        quality = {
+            k: r[k]
+            for k in (
+                "top1_accuracy",
+                "top1_accuracy_retention",
+                "top1_agreement",
+                "kl",
+                "perplexity",
+                "lm_loss",
+            )
+        }
+        cost = {
+            "tokens_per_s": r["measured_tokens_per_s"],
+            "runtime_ms": r["measured_runtime_ms"],
+            "prefill_ms": r["measured_prefill_ms"],
+            "decode_ms_per_token": r["measured_decode_ms"],
+            "params": r["params"],
+            "batch_size": scenario["batch"],
+            "dtype": scenario["dtype"],
+        }
         extra = {"scenario": scenario, "speedup": r["speedup"], "config": config_path.name}
         if name in solutions:
             sol = solutions[name]
-            extra.update(method=sol["method"], target=sol["target"], target_tokens_per_s=sol["target_tokens_per_s"],
-                         blocks=sol["names"], predicted_runtime_ms=sol["predicted"]["runtime_ms"],
-                         predicted_over_measured=r["predicted_over_measured"],
-                         predicted_over_measured_vs_parent=r["predicted_over_measured_vs_parent"],
-                         matched=sol.get("matched"))
+            extra.update(
+                method=sol["method"],
+                target=sol["target"],
+                target_tokens_per_s=sol["target_tokens_per_s"],
+                blocks=sol["names"],
+                predicted_runtime_ms=sol["predicted"]["runtime_ms"],
+                predicted_over_measured=r["predicted_over_measured"],
+                predicted_over_measured_vs_parent=r["predicted_over_measured_vs_parent"],
+                matched=sol.get("matched"),
+            )
         ctx.record(name, "austen-persuasion-test", quality, cost, **extra)
 
 
@@ -73,21 +98,38 @@ def run_mip_speed(ctx: TaskContext) -> None:
             sol = solve(problem, budgets=budget)[0]
             times.append(time.perf_counter() - start)
         median = float(np.median(times))
-        ctx.record(f"mip-80x16-budget{frac:.1f}", "synthetic-80x16", {"objective": sol.objective},
-                   {"samples_per_s": 1.0 / median, "latency_p50_ms": 1000 * median, "batch_size": 1},
-                   solver=sol.solver, optimal=sol.optimal, budget_runtime_ms=budget["runtime_ms"])
+        ctx.record(
+            f"mip-80x16-budget{frac:.1f}",
+            "synthetic-80x16",
+            {"objective": sol.objective},
+            {"samples_per_s": 1.0 / median, "latency_p50_ms": 1000 * median, "batch_size": 1},
+            solver=sol.solver,
+            optimal=sol.optimal,
+            budget_runtime_ms=budget["runtime_ms"],
+        )
 
 
 def tasks(config_path: Path | None = None) -> list[Task]:
     """The tasks; config_path replaces configs/<profile>.yaml for puzzle.austen."""
     return [
-        Task(name="puzzle.austen", method="puzzle",
-             description="Puzzle children vs uniform shrink vs ShortGPT vs the parent (SmolLM2-135M): held-out "
-                         "Persuasion top-1 accuracy vs measured generation tokens/s",
-             run=partial(run_austen, config_path=config_path), quality_key="top1_accuracy",
-             quality_label="held-out next-token top-1 accuracy", throughput_key="tokens_per_s"),
-        Task(name="puzzle.mip_speed", method="puzzle",
-             description="Puzzle MIP solve time on a synthetic 80-layer x 16-variant block library",
-             run=run_mip_speed, quality_key="objective", quality_label="MIP objective (sum of KL scores)",
-             throughput_key="samples_per_s", higher_is_better=False),
+        Task(
+            name="puzzle.austen",
+            method="puzzle",
+            description="Puzzle children vs uniform shrink vs ShortGPT vs the parent (SmolLM2-135M): held-out "
+            "Persuasion top-1 accuracy vs measured generation tokens/s",
+            run=partial(run_austen, config_path=config_path),
+            quality_key="top1_accuracy",
+            quality_label="held-out next-token top-1 accuracy",
+            throughput_key="tokens_per_s",
+        ),
+        Task(
+            name="puzzle.mip_speed",
+            method="puzzle",
+            description="Puzzle MIP solve time on a synthetic 80-layer x 16-variant block library",
+            run=run_mip_speed,
+            quality_key="objective",
+            quality_label="MIP objective (sum of KL scores)",
+            throughput_key="samples_per_s",
+            higher_is_better=False,
+        ),
     ]

@@ -58,14 +58,17 @@ def parent_activations(parent: DeciLMForCausalLM, input_ids: torch.Tensor) -> li
     acts: list[dict[str, Any]] = [{} for _ in parent.model.layers]
     handles = []
     for i, layer in enumerate(parent.model.layers):
+
         def attn_hook(_m, args, out, i=i):
             acts[i].update(attn_in=args[0], pos=args[1], attn_out=out)
 
         def ffn_hook(_m, args, out, i=i):
             acts[i].update(ffn_in=args[0], ffn_out=out)
 
-        handles += [layer.attn_block.register_forward_hook(attn_hook),
-                    layer.ffn_block.register_forward_hook(ffn_hook)]
+        handles += [
+            layer.attn_block.register_forward_hook(attn_hook),
+            layer.ffn_block.register_forward_hook(ffn_hook),
+        ]
     try:
         parent(input_ids=input_ids, use_cache=False)
     finally:
@@ -77,14 +80,25 @@ def parent_activations(parent: DeciLMForCausalLM, input_ids: torch.Tensor) -> li
 class BLDModule(L.LightningModule):
     """All trainable candidates of all layers; the parent is frozen and only provides targets."""
 
-    def __init__(self, parent: DeciLMForCausalLM, library: BlockLibrary, datamodule: AustenDataModule, *,
-                 token_budget: int, mode: str = "decoupled", lr: float = 1e-4, weight_decay: float = 0.0,
-                 warmup_steps: int = 0) -> None:
+    def __init__(
+        self,
+        parent: DeciLMForCausalLM,
+        library: BlockLibrary,
+        datamodule: AustenDataModule,
+        *,
+        token_budget: int,
+        mode: str = "decoupled",
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+    ) -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"BLD mode must be one of {MODES}, got {mode!r}")
         if any(b != library.parent_block for b in parent.block_configs):
-            raise ValueError("BLD needs the parent itself as teacher (every block equal to the parent's block)")
+            raise ValueError(
+                "BLD needs the parent itself as teacher (every block equal to the parent's block)"
+            )
         # No dropout anywhere, so train/eval mode changes nothing; train mode keeps Lightning from warning.
         self.parent = parent.requires_grad_(False)
         self.library = library
@@ -98,7 +112,9 @@ class BLDModule(L.LightningModule):
             if mode == "decoupled":
                 for a in library.attention_variants:
                     if not (a.no_op or library.is_parent(a)):
-                        self.candidates.append((i, "attention", a.name, (library.attention_block(i, a.name),)))
+                        self.candidates.append(
+                            (i, "attention", a.name, (library.attention_block(i, a.name),))
+                        )
                 for f in library.ffn_variants:
                     if not (f.no_op or library.is_parent(f)):
                         self.candidates.append((i, "ffn", f.name, (library.ffn_block(i, f.name),)))
@@ -190,11 +206,21 @@ class BLDModule(L.LightningModule):
             del sd[k]
 
 
-def run_bld(parent: DeciLMForCausalLM, library: BlockLibrary, datamodule: AustenDataModule, *,
-            mode: str = "decoupled", token_budget: int, ckpt_dir: str | Path,
-            trainer_kwargs: dict[str, Any] | None = None, lr: float = 1e-4, weight_decay: float = 0.0,
-            warmup_steps: int = 0, eval_batches: int = 4, ckpt_every: int = 100
-            ) -> tuple[BlockLibrary, dict[str, Any]]:
+def run_bld(
+    parent: DeciLMForCausalLM,
+    library: BlockLibrary,
+    datamodule: AustenDataModule,
+    *,
+    mode: str = "decoupled",
+    token_budget: int,
+    ckpt_dir: str | Path,
+    trainer_kwargs: dict[str, Any] | None = None,
+    lr: float = 1e-4,
+    weight_decay: float = 0.0,
+    warmup_steps: int = 0,
+    eval_batches: int = 4,
+    ckpt_every: int = 100,
+) -> tuple[BlockLibrary, dict[str, Any]]:
     """Train every candidate for `token_budget` training tokens; resumes from `ckpt_dir/last.ckpt` if present.
 
     Returns the trained library (in place) and json-able metrics: per-candidate held-out nMSE before ("nmse_init")
@@ -205,15 +231,30 @@ def run_bld(parent: DeciLMForCausalLM, library: BlockLibrary, datamodule: Austen
         raise ValueError(f"token_budget must be >= 1, got {token_budget}")
     ckpt_dir = Path(ckpt_dir)
     datamodule.setup("fit")
-    module = BLDModule(parent, library, datamodule, token_budget=token_budget, mode=mode, lr=lr,
-                       weight_decay=weight_decay, warmup_steps=warmup_steps)
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
-                                 every_n_train_steps=ckpt_every)
+    module = BLDModule(
+        parent,
+        library,
+        datamodule,
+        token_budget=token_budget,
+        mode=mode,
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup_steps=warmup_steps,
+    )
+    checkpoint = ModelCheckpoint(
+        dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=ckpt_every
+    )
     kwargs: dict[str, Any] = {
-        "accelerator": "auto", "devices": "auto", "max_epochs": -1,
-        "limit_val_batches": eval_batches, "num_sanity_val_steps": 0, "enable_model_summary": False,
-        "logger": CSVLogger(save_dir=str(ckpt_dir), name="logs"), "default_root_dir": str(ckpt_dir),
-        "log_every_n_steps": 10, "plugins": [FileCheckpointIO()],  # no in-memory copy of a multi-GB checkpoint
+        "accelerator": "auto",
+        "devices": "auto",
+        "max_epochs": -1,
+        "limit_val_batches": eval_batches,
+        "num_sanity_val_steps": 0,
+        "enable_model_summary": False,
+        "logger": CSVLogger(save_dir=str(ckpt_dir), name="logs"),
+        "default_root_dir": str(ckpt_dir),
+        "log_every_n_steps": 10,
+        "plugins": [FileCheckpointIO()],  # no in-memory copy of a multi-GB checkpoint
     }
     kwargs.update(trainer_kwargs or {})
     kwargs["callbacks"] = [*kwargs.get("callbacks", []), checkpoint]
@@ -227,13 +268,19 @@ def run_bld(parent: DeciLMForCausalLM, library: BlockLibrary, datamodule: Austen
     trainer.validate(module, dataloaders=val, verbose=False)
     nmse_init = dict(module.heldout_nmse)
     last = ckpt_dir / "last.ckpt"
-    trainer.fit(module, ckpt_path=str(last) if last.exists() else None)  # batches: `BLDModule.train_dataloader`
+    trainer.fit(
+        module, ckpt_path=str(last) if last.exists() else None
+    )  # batches: `BLDModule.train_dataloader`
     trainer.save_checkpoint(last)  # the final state too, so a rerun after completion trains nothing
     trainer.validate(module, dataloaders=val, verbose=False)
     library.requires_grad_(False).eval()
     metrics = {
-        "mode": mode, "steps": trainer.global_step, "tokens": trainer.global_step * datamodule.tokens_per_batch * world,
-        "token_budget": token_budget, "lr": lr, "nmse_init": nmse_init, "nmse": dict(module.heldout_nmse),
+        "mode": mode,
+        "steps": trainer.global_step,
+        "tokens": trainer.global_step * datamodule.tokens_per_batch * world,
+        "token_budget": token_budget,
+        "lr": lr,
+        "nmse_init": nmse_init,
+        "nmse": dict(module.heldout_nmse),
     }
     return library, metrics
-

@@ -69,8 +69,10 @@ class AttentionConfig:
             raise ValueError(
                 f"{num_key_value_heads} KV heads do not divide {num_attention_heads} query heads"
             )
-        return cls(n_heads_in_group=num_attention_heads // num_key_value_heads,
-                   num_key_value_heads=num_key_value_heads)
+        return cls(
+            n_heads_in_group=num_attention_heads // num_key_value_heads,
+            num_key_value_heads=num_key_value_heads,
+        )
 
     @property
     def is_gqa(self) -> bool:
@@ -87,8 +89,11 @@ class AttentionConfig:
         return f"gqa_group{self.n_heads_in_group}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"n_heads_in_group": self.n_heads_in_group, "no_op": self.no_op,
-                "replace_with_linear": self.replace_with_linear}
+        return {
+            "n_heads_in_group": self.n_heads_in_group,
+            "no_op": self.no_op,
+            "replace_with_linear": self.replace_with_linear,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], num_attention_heads: int | None = None) -> AttentionConfig:
@@ -98,7 +103,9 @@ class AttentionConfig:
         kv = None
         if group and num_attention_heads:
             if num_attention_heads % group:
-                raise ValueError(f"n_heads_in_group={group} does not divide {num_attention_heads} query heads")
+                raise ValueError(
+                    f"n_heads_in_group={group} does not divide {num_attention_heads} query heads"
+                )
             kv = num_attention_heads // group
         return cls(n_heads_in_group=group, no_op=no_op, replace_with_linear=linear, num_key_value_heads=kv)
 
@@ -122,8 +129,10 @@ class FFNConfig:
     def of_size(cls, intermediate_size: int, hidden_size: int) -> FFNConfig:
         if intermediate_size < 1:
             raise ValueError(f"FFN intermediate size must be >= 1, got {intermediate_size}")
-        return cls(ffn_mult=intermediate_size_to_ffn_mult(intermediate_size, hidden_size),
-                   intermediate_size=intermediate_size)
+        return cls(
+            ffn_mult=intermediate_size_to_ffn_mult(intermediate_size, hidden_size),
+            intermediate_size=intermediate_size,
+        )
 
     @property
     def is_swiglu(self) -> bool:
@@ -147,8 +156,11 @@ class FFNConfig:
         return f"ffn_mult{self.ffn_mult:g}"
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"ffn_mult": self.ffn_mult, "no_op": self.no_op,
-                             "replace_with_linear": self.replace_with_linear}
+        d: dict[str, Any] = {
+            "ffn_mult": self.ffn_mult,
+            "no_op": self.no_op,
+            "replace_with_linear": self.replace_with_linear,
+        }
         if self.intermediate_size is not None:
             d["intermediate_size"] = self.intermediate_size
         return d
@@ -180,9 +192,12 @@ class BlockConfig:
         return {"attention": self.attention.to_dict(), "ffn": self.ffn.to_dict()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], hidden_size: int | None = None,
-                  num_attention_heads: int | None = None) -> BlockConfig:
+    def from_dict(
+        cls, d: dict[str, Any], hidden_size: int | None = None, num_attention_heads: int | None = None
+    ) -> BlockConfig:
         if "attention" not in d or "ffn" not in d:
             raise ValueError(f"block config needs 'attention' and 'ffn' entries, got keys {sorted(d)}")
-        return cls(attention=AttentionConfig.from_dict(d["attention"], num_attention_heads),
-                   ffn=FFNConfig.from_dict(d["ffn"], hidden_size))
+        return cls(
+            attention=AttentionConfig.from_dict(d["attention"], num_attention_heads),
+            ffn=FFNConfig.from_dict(d["ffn"], hidden_size),
+        )

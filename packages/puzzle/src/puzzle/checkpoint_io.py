@@ -22,7 +22,9 @@ from effinfer_core.atomic import atomic_file
 class FileCheckpointIO(TorchCheckpointIO):
     """`TorchCheckpointIO` whose `save_checkpoint` streams to a temporary file and renames it (local paths only)."""
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
+    ) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
         with atomic_file(path) as tmp:

@@ -43,47 +43,79 @@ def _common(p: argparse.ArgumentParser, *, config_required: bool) -> None:
     if config_required:
         p.add_argument("config", help="run config, YAML or JSON (see configs/quick.yaml)")
     else:
-        p.add_argument("--config", help="run config (default: the config.json the run folder was started with)")
+        p.add_argument(
+            "--config", help="run config (default: the config.json the run folder was started with)"
+        )
     p.add_argument("--run-dir", help="run folder for artifacts (default: runs/<config name>)")
-    p.add_argument("--parent", help="parent HF folder (overrides the config; default: SmolLM2-135M from "
-                                    "benchmarks.data)")
-    p.add_argument("--data-dir", help="data root of benchmarks.data (default: $EFFINFER_DATA or ~/.cache/effinfer)")
-    p.add_argument("--device", default=None, help="device for scoring, measuring and evaluation (auto|cpu|cuda)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (timings need a fixed count)")
+    p.add_argument(
+        "--parent", help="parent HF folder (overrides the config; default: SmolLM2-135M from benchmarks.data)"
+    )
+    p.add_argument(
+        "--data-dir", help="data root of benchmarks.data (default: $EFFINFER_DATA or ~/.cache/effinfer)"
+    )
+    p.add_argument(
+        "--device", default=None, help="device for scoring, measuring and evaluation (auto|cpu|cuda)"
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for torch (timings need a fixed count)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     g = p.add_argument_group("Lightning (BLD and GKD)")
     g.add_argument("--accelerator", default=None, help="Lightning accelerator (auto|cpu|gpu)")
     g.add_argument("--devices", type=_devices, default=None, help="Lightning devices (auto, a count, or 0,1)")
     g.add_argument("--strategy", default=None, help="Lightning strategy (auto|ddp|fsdp|...)")
     g.add_argument("--num-nodes", type=int, default=None, help="Lightning number of nodes")
-    g.add_argument("--precision", default=None,
-                   help="Lightning precision (32-true|bf16-mixed|...), or auto: bf16-mixed on a bf16 GPU or an AMX CPU, "
-                        "32-true elsewhere")
+    g.add_argument(
+        "--precision",
+        default=None,
+        help="Lightning precision (32-true|bf16-mixed|...), or auto: bf16-mixed on a bf16 GPU or an AMX CPU, "
+        "32-true elsewhere",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="puzzle", description="Puzzle: distillation-based NAS for "
-                                     "inference-optimised LLMs (block library, BLD, MIP search, GKD).")
+    parser = argparse.ArgumentParser(
+        prog="puzzle",
+        description="Puzzle: distillation-based NAS for "
+        "inference-optimised LLMs (block library, BLD, MIP search, GKD).",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run every stage (finished stages are skipped)",
-                         description="Run the whole pipeline; a killed run resumes when run again.")
+    run = sub.add_parser(
+        "run",
+        help="run every stage (finished stages are skipped)",
+        description="Run the whole pipeline; a killed run resumes when run again.",
+    )
     _common(run, config_required=True)
     run.add_argument("--until", choices=STAGES, help="stop after this stage")
     for stage in STAGES:
         p = sub.add_parser(stage, help=STAGE_HELP[stage], description=STAGE_HELP[stage])
         _common(p, config_required=False)
         if stage == "gkd":
-            p.add_argument("--children", nargs="+", metavar="CHILD",
-                           help="distil only these children now (e.g. one per machine); the stage is done when a "
-                                "later `puzzle gkd` finds every child distilled")
+            p.add_argument(
+                "--children",
+                nargs="+",
+                metavar="CHILD",
+                help="distil only these children now (e.g. one per machine); the stage is done when a "
+                "later `puzzle gkd` finds every child distilled",
+            )
     bench = sub.add_parser("bench", help="run the Puzzle benchmark tasks (benchmarks.runner)")
-    bench.add_argument("--profile", choices=("quick", "cpu", "full"), default="quick",
-                       help="configs/<profile>.yaml: quick (~10 min CPU), cpu (~1 h CPU), full (GPU budgets)")
-    bench.add_argument("--config", type=Path, default=None,
-                       help="run config for puzzle.austen instead of configs/<profile>.yaml (e.g. configs/cpu-long.yaml)")
+    bench.add_argument(
+        "--profile",
+        choices=("quick", "cpu", "full"),
+        default="quick",
+        help="configs/<profile>.yaml: quick (~10 min CPU), cpu (~1 h CPU), full (GPU budgets)",
+    )
+    bench.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="run config for puzzle.austen instead of configs/<profile>.yaml (e.g. configs/cpu-long.yaml)",
+    )
     bench.add_argument("--device", default=None)
     bench.add_argument("--threads", type=int, default=None)
-    bench.add_argument("--results", type=Path, default=Path("results/results.jsonl"), help="JSONL results file")
+    bench.add_argument(
+        "--results", type=Path, default=Path("results/results.jsonl"), help="JSONL results file"
+    )
     bench.add_argument("--data-dir", type=Path, default=None)
     bench.add_argument("--work-root", type=Path, default=None, help="scratch folder for task artifacts")
     bench.add_argument("--only", nargs="*", help="task names to run (default: all puzzle tasks)")
@@ -96,8 +128,11 @@ def _pipeline(args: argparse.Namespace) -> Pipeline:
     if run_dir is None:
         run_dir = Path("runs") / Path(config_path).stem
     trainer = {k: getattr(args, k) for k in ("accelerator", "devices", "strategy", "num_nodes", "precision")}
-    overrides = {"parent": args.parent, "data_dir": args.data_dir,
-                 "trainer": {k: v for k, v in trainer.items() if v is not None} or None}
+    overrides = {
+        "parent": args.parent,
+        "data_dir": args.data_dir,
+        "trainer": {k: v for k, v in trainer.items() if v is not None} or None,
+    }
     config = load_config(config_path, **overrides)
     if args.threads:
         import torch
@@ -119,8 +154,15 @@ def _bench(args: argparse.Namespace) -> None:
     chosen = [t for t in available if not args.only or t.name in args.only]
     if not chosen:
         raise ConfigError(f"--only {args.only} matches no task; tasks: {[t.name for t in available]}")
-    run_tasks(chosen, profile=args.profile, device=args.device, results_path=args.results, data_dir=args.data_dir,
-              work_root=args.work_root, threads=args.threads)
+    run_tasks(
+        chosen,
+        profile=args.profile,
+        device=args.device,
+        results_path=args.results,
+        data_dir=args.data_dir,
+        work_root=args.work_root,
+        threads=args.threads,
+    )
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
@@ -129,8 +171,16 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from puzzle.run_folder import RunFolderMismatchError
     from puzzle.search import InfeasibleTargetError
 
-    return (ConfigError, NotLlamaFamilyError, RunFolderMismatchError, InfeasibleTargetError, StageNotReadyError,
-            SourceMissingError, FileNotFoundError, ValueError)
+    return (
+        ConfigError,
+        NotLlamaFamilyError,
+        RunFolderMismatchError,
+        InfeasibleTargetError,
+        StageNotReadyError,
+        SourceMissingError,
+        FileNotFoundError,
+        ValueError,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,9 @@ class DeciLMConfig(LlamaConfig):
 
     def _parse(self, block: BlockConfig | dict) -> BlockConfig:
         d = block.to_dict() if isinstance(block, BlockConfig) else block
-        return BlockConfig.from_dict(d, hidden_size=self.hidden_size, num_attention_heads=self.num_attention_heads)
+        return BlockConfig.from_dict(
+            d, hidden_size=self.hidden_size, num_attention_heads=self.num_attention_heads
+        )
 
     def parent_block_config(self) -> BlockConfig:
         """The homogeneous Llama block the global fields describe."""

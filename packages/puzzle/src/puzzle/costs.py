@@ -91,8 +91,13 @@ def _weights_bytes(module: nn.Module) -> int:
 
 
 def _record(scenario: Scenario, prefill_ms: float, decode_ms: float, params: int, memory_bytes: int) -> dict:
-    return {"prefill_ms": prefill_ms, "decode_ms": decode_ms, "runtime_ms": scenario.runtime_ms(prefill_ms, decode_ms),
-            "params": params, "memory_mib": memory_bytes / 2**20}
+    return {
+        "prefill_ms": prefill_ms,
+        "decode_ms": decode_ms,
+        "runtime_ms": scenario.runtime_ms(prefill_ms, decode_ms),
+        "params": params,
+        "memory_mib": memory_bytes / 2**20,
+    }
 
 
 def _accepts(fn: Callable, name: str) -> bool:
@@ -101,8 +106,9 @@ def _accepts(fn: Callable, name: str) -> bool:
 
 
 @torch.inference_mode()
-def measure_nonblock(model: nn.Module, scenario: Scenario, *, device: torch.device, warmup: int = 3,
-                     iters: int = 10) -> dict:
+def measure_nonblock(
+    model: nn.Module, scenario: Scenario, *, device: torch.device, warmup: int = 3, iters: int = 10
+) -> dict:
     """Embedding lookup + final norm + LM head on the last position + greedy argmax, for prefill and one decode step.
 
     Parameters/memory count the embedding, final norm and LM head once each (a tied LM head shares the embedding).
@@ -138,7 +144,9 @@ class GreedyGenerator:
         gen = torch.Generator().manual_seed(seed)
         self.prompt = torch.randint(0, vocab, (scenario.batch, scenario.prefill), generator=gen).to(device)
         forward = model.forward
-        self.keep_last = _accepts(forward, "logits_to_keep")  # LM head on the last position only, as generate does
+        self.keep_last = _accepts(
+            forward, "logits_to_keep"
+        )  # LM head on the last position only, as generate does
         self.pass_positions = _accepts(forward, "position_ids")
 
     def _forward(self, ids: torch.Tensor, start: int, cache: Any) -> Any:
@@ -165,8 +173,14 @@ class GreedyGenerator:
 
 
 @torch.inference_mode()
-def measure_generations(models: Mapping[str, nn.Module], scenario: Scenario, *, device: torch.device,
-                        warmup: int = 1, iters: int = 5) -> dict[str, dict]:
+def measure_generations(
+    models: Mapping[str, nn.Module],
+    scenario: Scenario,
+    *,
+    device: torch.device,
+    warmup: int = 1,
+    iters: int = 5,
+) -> dict[str, dict]:
     """Measured prefill and full generation of several models: runtime_ms, prefill_ms, decode_ms (per token), tokens/s
     (medians over rounds), and rounds_ms (each round's full generation, to compare two models round by round).
 
@@ -175,10 +189,14 @@ def measure_generations(models: Mapping[str, nn.Module], scenario: Scenario, *, 
     23.5 to 31 tokens/s in fresh processes within one hour. Models are moved to `device` and cast to the scenario
     dtype in place.
     """
-    gens = {name: GreedyGenerator(m.to(device=device, dtype=scenario.torch_dtype).eval(), scenario, device)
-            for name, m in models.items()}
+    gens = {
+        name: GreedyGenerator(m.to(device=device, dtype=scenario.torch_dtype).eval(), scenario, device)
+        for name, m in models.items()
+    }
     for gen in gens.values():
-        for _ in range(max(1, warmup)):  # the first generation pays one-off costs (allocations, kernel choice)
+        for _ in range(
+            max(1, warmup)
+        ):  # the first generation pays one-off costs (allocations, kernel choice)
             gen()
     prefill: dict[str, list[float]] = {name: [] for name in gens}
     total: dict[str, list[float]] = {name: [] for name in gens}
@@ -189,8 +207,13 @@ def measure_generations(models: Mapping[str, nn.Module], scenario: Scenario, *, 
     out = {}
     for name in gens:
         p_ms, t_ms = 1000.0 * statistics.median(prefill[name]), 1000.0 * statistics.median(total[name])
-        out[name] = {"prefill_ms": p_ms, "decode_ms": (t_ms - p_ms) / scenario.decode, "runtime_ms": t_ms,
-                     "tokens_per_s": scenario.tokens_per_s(t_ms), "rounds_ms": [1000.0 * t for t in total[name]]}
+        out[name] = {
+            "prefill_ms": p_ms,
+            "decode_ms": (t_ms - p_ms) / scenario.decode,
+            "runtime_ms": t_ms,
+            "tokens_per_s": scenario.tokens_per_s(t_ms),
+            "rounds_ms": [1000.0 * t for t in total[name]],
+        }
     return out
 
 
@@ -198,12 +221,14 @@ def runtime_ratio(measured: Mapping[str, dict], name: str, reference: str) -> fl
     """`name`'s runtime over `reference`'s, both from one `measure_generations`: the median of the round-by-round
     ratios, so that a drift of the machine's speed between rounds cancels (on a shared VM the same model measured up
     to 2x apart within an hour)."""
-    return statistics.median(a / b for a, b in zip(measured[name]["rounds_ms"], measured[reference]["rounds_ms"],
-                                                   strict=True))
+    return statistics.median(
+        a / b for a, b in zip(measured[name]["rounds_ms"], measured[reference]["rounds_ms"], strict=True)
+    )
 
 
-def measure_generation(model: nn.Module, scenario: Scenario, *, device: torch.device, warmup: int = 1,
-                       iters: int = 3) -> dict:
+def measure_generation(
+    model: nn.Module, scenario: Scenario, *, device: torch.device, warmup: int = 1, iters: int = 3
+) -> dict:
     """`measure_generations` of one model."""
     return measure_generations({"model": model}, scenario, device=device, warmup=warmup, iters=iters)["model"]
 
@@ -221,10 +246,16 @@ class CostTable:
     device: str
     attention: dict[str, dict]  # per attention variant: params, memory_mib (weights + KV cache)
     ffn: dict[str, dict]  # per FFN variant: params, memory_mib
-    blocks: dict[str, dict]  # per block "attention+ffn": one layer's prefill_ms, decode_ms, runtime_ms, params, memory
+    blocks: dict[
+        str, dict
+    ]  # per block "attention+ffn": one layer's prefill_ms, decode_ms, runtime_ms, params, memory
     nonblock: dict  # embeddings + final norm + LM head, measured alone (params, memory, times)
-    skeleton: dict  # measured generation of the parent with every block a no-op: the fixed runtime of any child
-    calibration: dict  # the parent and skeleton as measured, and how far block times are from their subblocks' sums
+    skeleton: (
+        dict  # measured generation of the parent with every block a no-op: the fixed runtime of any child
+    )
+    calibration: (
+        dict  # the parent and skeleton as measured, and how far block times are from their subblocks' sums
+    )
 
     TIMES = ("prefill_ms", "decode_ms", "runtime_ms")
 
@@ -234,8 +265,11 @@ class CostTable:
 
     def fixed(self) -> dict[str, float]:
         """Costs every child pays whatever its blocks: the skeleton's runtime, the non-block weights."""
-        return {**{k: float(self.skeleton[k]) for k in self.TIMES},
-                "params": float(self.nonblock["params"]), "memory_mib": float(self.nonblock["memory_mib"])}
+        return {
+            **{k: float(self.skeleton[k]) for k in self.TIMES},
+            "params": float(self.nonblock["params"]),
+            "memory_mib": float(self.nonblock["memory_mib"]),
+        }
 
     def predict(self, blocks: Sequence[tuple[str, str]]) -> dict[str, float]:
         """Predicted totals of a model given per layer (attention variant name, FFN variant name)."""
@@ -255,8 +289,10 @@ class CostTable:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CostTable:
         if "blocks" not in d:
-            raise ValueError("these costs were written by an older version (no per-block times); run the measure "
-                             "stage again (`puzzle measure`)")
+            raise ValueError(
+                "these costs were written by an older version (no per-block times); run the measure "
+                "stage again (`puzzle measure`)"
+            )
         return cls(**{**d, "scenario": Scenario(**d["scenario"])})
 
 
@@ -271,8 +307,12 @@ def skeleton_of(model: nn.Module) -> nn.Module:
     return skeleton
 
 
-def with_blocks(model: nn.Module, blocks: Sequence[Any], build_attention: Callable[..., nn.Module | None],
-                build_ffn: Callable[..., nn.Module | None]) -> nn.Module:
+def with_blocks(
+    model: nn.Module,
+    blocks: Sequence[Any],
+    build_attention: Callable[..., nn.Module | None],
+    build_ffn: Callable[..., nn.Module | None],
+) -> nn.Module:
     """A copy of `model` with blocks[i] (a BlockConfig) in layer i, every one built anew (fresh weights): a child's
     architecture for timing before it is trained, as a dense generation's runtime does not depend on the weights."""
     out = copy.deepcopy(model)
@@ -282,8 +322,12 @@ def with_blocks(model: nn.Module, blocks: Sequence[Any], build_attention: Callab
     return out
 
 
-def _probe(skeleton: nn.Module, block: Any, build_attention: Callable[..., nn.Module | None],
-           build_ffn: Callable[..., nn.Module | None]) -> nn.Module:
+def _probe(
+    skeleton: nn.Module,
+    block: Any,
+    build_attention: Callable[..., nn.Module | None],
+    build_ffn: Callable[..., nn.Module | None],
+) -> nn.Module:
     """The skeleton with `block` (a BlockConfig) in every layer, each attention with its own layer index."""
     return with_blocks(skeleton, [block] * skeleton.config.num_hidden_layers, build_attention, build_ffn)
 
@@ -342,24 +386,35 @@ def measure_blocks(
         probed = space
     else:
         no_attention, no_ffn = AttentionConfig(no_op=True), FFNConfig(no_op=True)
-        probed = {b.name: b for b in [BlockConfig(a, no_ffn) for a in attention_variants]
-                  + [BlockConfig(no_attention, f) for f in ffn_variants]}
+        probed = {
+            b.name: b
+            for b in [BlockConfig(a, no_ffn) for a in attention_variants]
+            + [BlockConfig(no_attention, f) for f in ffn_variants]
+        }
     runs: dict[str, dict[str, dict]] = {}
     torch.manual_seed(0)
     for name, block in tqdm(probed.items(), desc=f"measuring {probes}", disable=not progress):
         if block == pa or (block.attention.no_op and block.ffn.no_op):
             continue
         probe = _probe(skeleton, block, build_attention, build_ffn)
-        runs[name] = measure_generations({"skeleton": skeleton, "probe": probe, "parent": parent}, scenario,
-                                         device=device, warmup=warmup, iters=iters)
+        runs[name] = measure_generations(
+            {"skeleton": skeleton, "probe": probe, "parent": parent},
+            scenario,
+            device=device,
+            warmup=warmup,
+            iters=iters,
+        )
         del probe
     if not runs:  # only the parent's block and no-ops: time the skeleton and the parent once
-        runs[""] = measure_generations({"skeleton": skeleton, "parent": parent}, scenario, device=device,
-                                       warmup=warmup, iters=iters)
+        runs[""] = measure_generations(
+            {"skeleton": skeleton, "parent": parent}, scenario, device=device, warmup=warmup, iters=iters
+        )
     ref = {k: statistics.median(r["parent"][k] for r in runs.values()) for k in PHASES}
 
     def scaled(model: str) -> dict[str, float]:
-        out = {k: statistics.median(r[model][k] * ref[k] / r["parent"][k] for r in runs.values()) for k in PHASES}
+        out = {
+            k: statistics.median(r[model][k] * ref[k] / r["parent"][k] for r in runs.values()) for k in PHASES
+        }
         out["runtime_ms"] = scenario.runtime_ms(out["prefill_ms"], out["decode_ms"])
         out["tokens_per_s"] = scenario.tokens_per_s(out["runtime_ms"])
         return out
@@ -373,7 +428,9 @@ def measure_blocks(
             t = {k: max(0.0, (parent_ms[k] - skeleton_ms[k]) / L) for k in PHASES}
         else:
             r = runs[name]
-            t = {k: max(0.0, (r["probe"][k] - r["skeleton"][k]) * ref[k] / r["parent"][k] / L) for k in PHASES}
+            t = {
+                k: max(0.0, (r["probe"][k] - r["skeleton"][k]) * ref[k] / r["parent"][k] / L) for k in PHASES
+            }
         t["runtime_ms"] = scenario.runtime_ms(t["prefill_ms"], t["decode_ms"])
         measured[name] = t
     if probes == "blocks":
@@ -382,8 +439,15 @@ def measure_blocks(
     return times, skeleton_ms, parent_ms, measured
 
 
-def additive_times(lone: Mapping[str, dict], blocks: Sequence[Any], parent_block: Any, parent_ms: Mapping[str, float],
-                   skeleton_ms: Mapping[str, float], L: int, scenario: Scenario) -> dict[str, dict]:
+def additive_times(
+    lone: Mapping[str, dict],
+    blocks: Sequence[Any],
+    parent_block: Any,
+    parent_ms: Mapping[str, float],
+    skeleton_ms: Mapping[str, float],
+    L: int,
+    scenario: Scenario,
+) -> dict[str, dict]:
     """Block times from lone-subblock probe times (`lone`: "attention+no_op" and "no_op+ffn" entries).
 
     A block = its attention alone + its FFN alone + an overhead per non-no-op subblock, the same for all:
@@ -396,15 +460,21 @@ def additive_times(lone: Mapping[str, dict], blocks: Sequence[Any], parent_block
         return 0.0 if "no_op" == attention == ffn else lone[block_name(attention, ffn)][k]
 
     pa, pf = parent_block.attention.name, parent_block.ffn.name
-    over = {k: (parent_ms[k] - skeleton_ms[k] - L * (alone(pa, "no_op", k) + alone("no_op", pf, k))) / (2 * L)
-            for k in PHASES}
+    over = {
+        k: (parent_ms[k] - skeleton_ms[k] - L * (alone(pa, "no_op", k) + alone("no_op", pf, k))) / (2 * L)
+        for k in PHASES
+    }
     times = {}
     for b in blocks:
         a, f = b.attention.name, b.ffn.name
         # at least 0: on a busy machine the overhead came out so far below 0 that children were predicted to run
         # in negative time
-        t = {k: max(0.0, alone(a, "no_op", k) + alone("no_op", f, k) + over[k] * ((a != "no_op") + (f != "no_op")))
-             for k in PHASES}
+        t = {
+            k: max(
+                0.0, alone(a, "no_op", k) + alone("no_op", f, k) + over[k] * ((a != "no_op") + (f != "no_op"))
+            )
+            for k in PHASES
+        }
         t["runtime_ms"] = scenario.runtime_ms(t["prefill_ms"], t["decode_ms"])
         times[b.name] = t
     return times
@@ -435,8 +505,18 @@ def build_cost_table(
     config = parent.config
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     times, skeleton, measured, probed = measure_blocks(
-        parent, attention_variants, ffn_variants, scenario, build_attention=build_attention, build_ffn=build_ffn,
-        device=device, probes=probes, warmup=warmup, iters=iters, progress=progress)
+        parent,
+        attention_variants,
+        ffn_variants,
+        scenario,
+        build_attention=build_attention,
+        build_ffn=build_ffn,
+        device=device,
+        probes=probes,
+        warmup=warmup,
+        iters=iters,
+        progress=progress,
+    )
     nonblock = measure_nonblock(parent, scenario, device=device, warmup=warmup, iters=iters)
     attention = {v.name: _size(scenario, build_attention(config, 0, v), head_dim) for v in attention_variants}
     ffn = {v.name: _size(scenario, build_ffn(config, v), head_dim) for v in ffn_variants}
@@ -453,8 +533,13 @@ def build_cost_table(
         alone = lone_sum(a, f)
         if "no_op" not in (a, f) and alone:
             additivity[name] = t["runtime_ms"] / alone
-    calibration = {"probes": probes, "parent_measured": measured, "skeleton_measured": skeleton,
-                   "probe_times": probed, "additivity": additivity}
+    calibration = {
+        "probes": probes,
+        "parent_measured": measured,
+        "skeleton_measured": skeleton,
+        "probe_times": probed,
+        "additivity": additivity,
+    }
     pa = config.parent_block_config()
     alone = lone_sum(pa.attention.name, pa.ffn.name)
     if alone is not None:  # the parent as its lone subblocks add up, before any overhead

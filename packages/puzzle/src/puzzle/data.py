@@ -53,8 +53,15 @@ class BatchStream(IterableDataset):
     `world_size`-th batch, so the ranks of a Lightning DDP run see disjoint data and the budget stays global.
     """
 
-    def __init__(self, datamodule: AustenDataModule, tokens: int | None, *, start: int = 0, rank: int = 0,
-                 world_size: int = 1):
+    def __init__(
+        self,
+        datamodule: AustenDataModule,
+        tokens: int | None,
+        *,
+        start: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.datamodule, self.tokens = datamodule, tokens
         self.start, self.rank, self.world_size = start, rank, world_size
 
@@ -77,8 +84,11 @@ def tokenizer_key(tokenizer) -> str:
 def _tokenise(tokenizer, text: str) -> np.ndarray:
     # The backend tokenizer has no model_max_length check (a novel is far longer than any context window).
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    ids = backend.encode(text, add_special_tokens=False).ids if backend is not None else tokenizer.encode(
-        text, add_special_tokens=False)
+    ids = (
+        backend.encode(text, add_special_tokens=False).ids
+        if backend is not None
+        else tokenizer.encode(text, add_special_tokens=False)
+    )
     return np.asarray(ids, dtype=np.int32)
 
 
@@ -131,7 +141,9 @@ class AustenDataModule(L.LightningDataModule):
 
             self._texts = load_austen(self.data_dir)
         if self.heldout_title not in self._texts:
-            raise ValueError(f"held-out title {self.heldout_title!r} is not among the texts {sorted(self._texts)}")
+            raise ValueError(
+                f"held-out title {self.heldout_title!r} is not among the texts {sorted(self._texts)}"
+            )
         return self._texts
 
     def _token_arrays(self) -> tuple[np.ndarray, np.ndarray]:
@@ -148,8 +160,13 @@ class AustenDataModule(L.LightningDataModule):
                 return np.load(paths[0]), np.load(paths[1])
         eos = self.tokenizer.eos_token_id
         sep = np.asarray([] if eos is None else [eos], dtype=np.int32)
-        train = np.concatenate([np.concatenate([_tokenise(self.tokenizer, texts[t]), sep])
-                                for t in sorted(texts) if t != self.heldout_title])
+        train = np.concatenate(
+            [
+                np.concatenate([_tokenise(self.tokenizer, texts[t]), sep])
+                for t in sorted(texts)
+                if t != self.heldout_title
+            ]
+        )
         heldout = _tokenise(self.tokenizer, texts[self.heldout_title])
         if paths is not None:
             from effinfer_core.atomic import write_atomic
@@ -195,8 +212,10 @@ class AustenDataModule(L.LightningDataModule):
         n = len(chunks) // self.batch_size
         if tokens is not None:
             n = min(n, self.num_batches(tokens))
-        return [torch.from_numpy(chunks[i * self.batch_size:(i + 1) * self.batch_size].astype(np.int64))
-                for i in range(n)]
+        return [
+            torch.from_numpy(chunks[i * self.batch_size : (i + 1) * self.batch_size].astype(np.int64))
+            for i in range(n)
+        ]
 
     def num_train_batches(self, tokens: int | None = None) -> int:
         """Batches in a training budget (None = one pass over the training chunks)."""
@@ -213,7 +232,7 @@ class AustenDataModule(L.LightningDataModule):
             epoch, j = divmod(i, per_pass)
             if epoch != order_epoch:
                 order, order_epoch = np.random.default_rng([self.seed, epoch]).permutation(len(order)), epoch
-            chunks = self.train_chunks[order[j * self.batch_size:(j + 1) * self.batch_size]]
+            chunks = self.train_chunks[order[j * self.batch_size : (j + 1) * self.batch_size]]
             yield torch.from_numpy(chunks.astype(np.int64))
 
     def train_dataloader(self) -> DataLoader:
@@ -230,8 +249,10 @@ class AustenDataModule(L.LightningDataModule):
         if trainer is None:
             return DataLoader(BatchStream(self, tokens), batch_size=None)
         seen = trainer.global_step * trainer.accumulate_grad_batches * trainer.world_size
-        return DataLoader(BatchStream(self, tokens, start=seen, rank=trainer.global_rank,
-                                      world_size=trainer.world_size), batch_size=None)
+        return DataLoader(
+            BatchStream(self, tokens, start=seen, rank=trainer.global_rank, world_size=trainer.world_size),
+            batch_size=None,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(ChunkDataset(self._heldout_half("test")), batch_size=self.batch_size, shuffle=False)

@@ -39,8 +39,14 @@ from puzzle.scoring import compare_logits, logits_of, mean_metrics
 
 
 @torch.inference_mode()
-def quality_metrics(models: Mapping[str, nn.Module], parent: nn.Module, batches: Sequence[torch.Tensor], *,
-                    device: torch.device, progress: bool = True) -> dict[str, dict[str, float]]:
+def quality_metrics(
+    models: Mapping[str, nn.Module],
+    parent: nn.Module,
+    batches: Sequence[torch.Tensor],
+    *,
+    device: torch.device,
+    progress: bool = True,
+) -> dict[str, dict[str, float]]:
     """Held-out quality of each model against the ground truth and against `parent` (see module docstring)."""
     if not batches:
         raise ValueError("evaluation needs at least one held-out batch; raise the evaluation token budget")
@@ -82,7 +88,9 @@ def evaluate_models(
         model.to(device).eval()
     results = quality_metrics(models, parent, batches, device=device, progress=progress)
     if costs is None:
-        costs = measure_generations(models, scenario, device=device, warmup=warmup, iters=iters)  # interleaved
+        costs = measure_generations(
+            models, scenario, device=device, warmup=warmup, iters=iters
+        )  # interleaved
     for name, model in models.items():
         cost = costs[name]
         # one number per metric in the records: the per-round times stay out
@@ -94,24 +102,41 @@ def evaluate_models(
             results[name]["predicted_over_measured"] = pred / cost["runtime_ms"]
     base = results["parent"]
     for name, r in results.items():
-        r["top1_accuracy_retention"] = r["top1_accuracy"] / base["top1_accuracy"] if base["top1_accuracy"] else math.nan
+        r["top1_accuracy_retention"] = (
+            r["top1_accuracy"] / base["top1_accuracy"] if base["top1_accuracy"] else math.nan
+        )
         # relative to the parent round by round (median of the ratios): a drift of the machine's speed cancels
         relative = runtime_ratio(costs, name, "parent")
         r["speedup"] = 1 / relative
         if "predicted_runtime_ms" in r and "predicted_runtime_ms" in base:
             # the same check relative to the parent measured in this run: the cost model's error without the
             # machine's drift between the measure stage and this one
-            r["predicted_over_measured_vs_parent"] = (r["predicted_runtime_ms"] / base["predicted_runtime_ms"]) / relative
+            r["predicted_over_measured_vs_parent"] = (
+                r["predicted_runtime_ms"] / base["predicted_runtime_ms"]
+            ) / relative
     return results
 
 
-def measure_in_fresh_process(parent_dir: str | Path, child_dirs: Mapping[str, str | Path], scenario: Scenario, *,
-                             device: torch.device, warmup: int = 1, iters: int = 3) -> dict[str, dict[str, float]]:
+def measure_in_fresh_process(
+    parent_dir: str | Path,
+    child_dirs: Mapping[str, str | Path],
+    scenario: Scenario,
+    *,
+    device: torch.device,
+    warmup: int = 1,
+    iters: int = 3,
+) -> dict[str, dict[str, float]]:
     """`measure_generations` of the parent ("parent") and saved DeciLM children, in a new Python process with the
     same torch thread count; name -> cost record."""
-    spec = {"parent": str(parent_dir), "children": {k: str(v) for k, v in child_dirs.items()},
-            "scenario": scenario.to_dict(), "device": str(device), "warmup": warmup, "iters": iters,
-            "threads": torch.get_num_threads()}
+    spec = {
+        "parent": str(parent_dir),
+        "children": {k: str(v) for k, v in child_dirs.items()},
+        "scenario": scenario.to_dict(),
+        "device": str(device),
+        "warmup": warmup,
+        "iters": iters,
+        "threads": torch.get_num_threads(),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "costs.json"
         spec_path.write_text(json.dumps(spec))
@@ -125,10 +150,17 @@ def _time_saved_models(spec_path: str, out_path: str) -> None:
 
     spec = json.loads(Path(spec_path).read_text())
     torch.set_num_threads(spec["threads"])
-    models = {"parent": load_parent(spec["parent"])[0],
-              **{name: DeciLMForCausalLM.from_pretrained(path) for name, path in spec["children"].items()}}
-    costs = measure_generations(models, Scenario(**spec["scenario"]), device=torch.device(spec["device"]),
-                                warmup=spec["warmup"], iters=spec["iters"])
+    models = {
+        "parent": load_parent(spec["parent"])[0],
+        **{name: DeciLMForCausalLM.from_pretrained(path) for name, path in spec["children"].items()},
+    }
+    costs = measure_generations(
+        models,
+        Scenario(**spec["scenario"]),
+        device=torch.device(spec["device"]),
+        warmup=spec["warmup"],
+        iters=spec["iters"],
+    )
     Path(out_path).write_text(json.dumps(costs))
 
 

@@ -18,11 +18,15 @@ from effinfer_core.atomic import atomic_dir
 from .modeling_decilm import DeciLMForCausalLM
 
 SOURCE_FILES = ("block_config.py", "configuration_decilm.py", "modeling_decilm.py")
-AUTO_MAP = {"AutoConfig": "configuration_decilm.DeciLMConfig",
-            "AutoModelForCausalLM": "modeling_decilm.DeciLMForCausalLM"}
+AUTO_MAP = {
+    "AutoConfig": "configuration_decilm.DeciLMConfig",
+    "AutoModelForCausalLM": "modeling_decilm.DeciLMForCausalLM",
+}
 
 
-def export_child(model: DeciLMForCausalLM, tokenizer: PreTrainedTokenizerBase | None, out_dir: str | Path) -> Path:
+def export_child(
+    model: DeciLMForCausalLM, tokenizer: PreTrainedTokenizerBase | None, out_dir: str | Path
+) -> Path:
     """Write the loadable folder; returns `out_dir`."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)

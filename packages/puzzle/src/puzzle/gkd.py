@@ -36,8 +36,9 @@ from puzzle.checkpoint_io import FileCheckpointIO
 from puzzle.data import AustenDataModule
 
 
-def gkd_losses(child_out: Any, parent_out: Any, ids: torch.Tensor, *, hidden: str = "per_layer",
-               temperature: float = 1.0) -> dict[str, torch.Tensor]:
+def gkd_losses(
+    child_out: Any, parent_out: Any, ids: torch.Tensor, *, hidden: str = "per_layer", temperature: float = 1.0
+) -> dict[str, torch.Tensor]:
     """Cosine (hidden states), KL(parent || child) and LM losses from two model outputs (with hidden states)."""
     if hidden == "per_layer":
         pairs = list(zip(child_out.hidden_states[1:], parent_out.hidden_states[1:], strict=True))
@@ -45,11 +46,17 @@ def gkd_losses(child_out: Any, parent_out: Any, ids: torch.Tensor, *, hidden: st
         pairs = [(child_out.hidden_states[-1], parent_out.hidden_states[-1])]
     else:
         raise ValueError(f"hidden must be 'per_layer' or 'final', got {hidden!r}")
-    cosine = torch.stack([(1 - F.cosine_similarity(c.float(), p.float(), dim=-1)).mean() for c, p in pairs]).mean()
+    cosine = torch.stack(
+        [(1 - F.cosine_similarity(c.float(), p.float(), dim=-1)).mean() for c, p in pairs]
+    ).mean()
     t = temperature
     child_logp = F.log_softmax(child_out.logits.float() / t, dim=-1)
     parent_logp = F.log_softmax(parent_out.logits.float() / t, dim=-1)
-    kl = F.kl_div(child_logp.flatten(0, 1), parent_logp.flatten(0, 1), log_target=True, reduction="batchmean") * t * t
+    kl = (
+        F.kl_div(child_logp.flatten(0, 1), parent_logp.flatten(0, 1), log_target=True, reduction="batchmean")
+        * t
+        * t
+    )
     lm = F.cross_entropy(child_out.logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
     return {"cosine": cosine, "kl": kl, "lm": lm}
 
@@ -57,13 +64,27 @@ def gkd_losses(child_out: Any, parent_out: Any, ids: torch.Tensor, *, hidden: st
 class GKDModule(L.LightningModule):
     """Student = the child (trained); teacher = the parent (frozen, unregistered)."""
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, datamodule: AustenDataModule, *, token_budget: int,
-                 lr: float = 1e-4, weight_decay: float = 0.0, warmup_frac: float = 0.05, hidden: str = "per_layer",
-                 cosine_weight: float = 1.0, kl_weight: float = 1.0, lm_weight: float = 0.0,
-                 temperature: float = 1.0):
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        datamodule: AustenDataModule,
+        *,
+        token_budget: int,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        warmup_frac: float = 0.05,
+        hidden: str = "per_layer",
+        cosine_weight: float = 1.0,
+        kl_weight: float = 1.0,
+        lm_weight: float = 0.0,
+        temperature: float = 1.0,
+    ):
         super().__init__()
         self.student = student
-        self._teacher = [teacher.eval().requires_grad_(False)]  # a list keeps it out of the registered modules
+        self._teacher = [
+            teacher.eval().requires_grad_(False)
+        ]  # a list keeps it out of the registered modules
         self.data = datamodule
         self.token_budget = token_budget
         self.lr, self.weight_decay, self.warmup_frac = lr, weight_decay, warmup_frac
@@ -140,27 +161,51 @@ def run_gkd(
     ckpt_dir = Path(ckpt_dir)
     L.seed_everything(seed, workers=True, verbose=False)
     module = GKDModule(student, teacher, datamodule, token_budget=token_budget, **loss_kwargs)
-    kwargs = {"accelerator": "auto", "devices": "auto", "strategy": "auto", "num_nodes": 1,
-              "plugins": [FileCheckpointIO()],  # no in-memory copy of the checkpoint (weights + Adam)
-              **{k: v for k, v in (trainer_kwargs or {}).items() if v is not None}}
+    kwargs = {
+        "accelerator": "auto",
+        "devices": "auto",
+        "strategy": "auto",
+        "num_nodes": 1,
+        "plugins": [FileCheckpointIO()],  # no in-memory copy of the checkpoint (weights + Adam)
+        **{k: v for k, v in (trainer_kwargs or {}).items() if v is not None},
+    }
     callbacks = [*callbacks, *kwargs.pop("callbacks", [])]
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=checkpoint_every,
-                                 save_on_train_epoch_end=True)
-    attempt = len(list((ckpt_dir / "log").glob("version_*")))  # a resumed run logs beside, not over, the first
-    trainer = L.Trainer(max_epochs=-1, logger=CSVLogger(ckpt_dir, name="log", version=attempt),
-                        callbacks=[checkpoint, *callbacks], enable_model_summary=False, log_every_n_steps=1,
-                        num_sanity_val_steps=0, limit_val_batches=0, deterministic=True,
-                        gradient_clip_val=gradient_clip or None, **kwargs)
+    checkpoint = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        save_last=True,
+        save_top_k=0,
+        every_n_train_steps=checkpoint_every,
+        save_on_train_epoch_end=True,
+    )
+    attempt = len(
+        list((ckpt_dir / "log").glob("version_*"))
+    )  # a resumed run logs beside, not over, the first
+    trainer = L.Trainer(
+        max_epochs=-1,
+        logger=CSVLogger(ckpt_dir, name="log", version=attempt),
+        callbacks=[checkpoint, *callbacks],
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        deterministic=True,
+        gradient_clip_val=gradient_clip or None,
+        **kwargs,
+    )
     world = trainer.world_size
     trainer.fit_loop.epoch_loop.max_steps = max(1, datamodule.num_train_batches(token_budget) // world)
     last = ckpt_dir / "last.ckpt"
     # Lightning warns that a mid-epoch resume replays a non-resumable loader; ours starts past the batches already
     # trained on (`GKDModule.train_dataloader`), so the warning would only mislead.
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
+        warnings.filterwarnings(
+            "ignore", message="You're resuming from a checkpoint that ended before the epoch"
+        )
         trainer.fit(module, ckpt_path=last if last.exists() else None)
     out = {"steps": trainer.global_step, "tokens": trainer.global_step * datamodule.tokens_per_batch * world}
-    if trainer.is_global_zero:  # the CSV log is rank 0's, and rank 0 may be deleting it while other ranks get here
+    if (
+        trainer.is_global_zero
+    ):  # the CSV log is rank 0's, and rank 0 may be deleting it while other ranks get here
         out.update(_history(sorted((ckpt_dir / "log").glob("version_*/metrics.csv"))))
     return out
 
@@ -172,8 +217,11 @@ def _history(csv_paths: list[Path]) -> dict[str, Any]:
         with path.open(newline="") as f:
             for row in csv.DictReader(f):
                 if row.get("train/loss"):
-                    by_step[int(row["step"])] = {k.removeprefix("train/"): float(v) for k, v in row.items()
-                                                 if v and k.startswith("train/")}
+                    by_step[int(row["step"])] = {
+                        k.removeprefix("train/"): float(v)
+                        for k, v in row.items()
+                        if v and k.startswith("train/")
+                    }
     history = [by_step[k] for k in sorted(by_step)]
     out: dict[str, Any] = {"history": history}
     if history:

@@ -98,7 +98,9 @@ class SearchSpace:
             raise SearchSpaceError(f"unknown search-space key(s) {unknown}; valid keys: {known}")
         missing = [k for k in ("kv_heads", "ffn_fractions") if k not in d]
         if missing:
-            raise SearchSpaceError(f"search space needs {missing} (e.g. kv_heads: [1], ffn_fractions: [0.5, 0.25])")
+            raise SearchSpaceError(
+                f"search space needs {missing} (e.g. kv_heads: [1], ffn_fractions: [0.5, 0.25])"
+            )
         space = cls(**d)
         space.kv_heads, space.ffn_fractions = list(space.kv_heads), list(space.ffn_fractions)
         return space
@@ -202,8 +204,9 @@ class LinearFit:
         return (sol[:-1].T, sol[-1]) if bias else (sol.T, None)
 
 
-def _attention_head_contributions(block: AttentionBlock, hidden_states: torch.Tensor,
-                                  position_embeddings: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+def _attention_head_contributions(
+    block: AttentionBlock, hidden_states: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor]
+) -> torch.Tensor:
     """[n_kv] summed over tokens: || sum_{q in group(h)} W_o[:, q] @ attn_out_q ||_2 for each KV head h."""
     attn = block.self_attn
     x = block.input_layernorm(hidden_states)
@@ -232,8 +235,9 @@ def _input_ids(batch: Any) -> torch.Tensor:
 
 
 @torch.no_grad()
-def calibration_stats(parent: DeciLMForCausalLM, batches: Iterable[Any], linear_fits: bool = False
-                      ) -> CalibrationStats:
+def calibration_stats(
+    parent: DeciLMForCausalLM, batches: Iterable[Any], linear_fits: bool = False
+) -> CalibrationStats:
     """One parent forward per batch; hooks on every subblock accumulate the init statistics (and, with
     `linear_fits`, the least-squares sums of every attention and FFN subblock)."""
     layers = parent.model.layers
@@ -245,6 +249,7 @@ def calibration_stats(parent: DeciLMForCausalLM, batches: Iterable[Any], linear_
     n_tokens = 0
     handles = []
     for i, layer in enumerate(layers):
+
         def attn_hook(module, args, out, i=i):
             kv_sum[i] += _attention_head_contributions(module, args[0], args[1]).cpu()
             if attn_fit:
@@ -255,8 +260,10 @@ def calibration_stats(parent: DeciLMForCausalLM, batches: Iterable[Any], linear_
             if ffn_fit:
                 ffn_fit[i].add(module.post_attention_layernorm(args[0]), out)
 
-        handles += [layer.attn_block.register_forward_hook(attn_hook),
-                    layer.ffn_block.register_forward_hook(ffn_hook)]
+        handles += [
+            layer.attn_block.register_forward_hook(attn_hook),
+            layer.ffn_block.register_forward_hook(ffn_hook),
+        ]
     try:
         device = next(parent.parameters()).device
         for batch in batches:
@@ -269,17 +276,26 @@ def calibration_stats(parent: DeciLMForCausalLM, batches: Iterable[Any], linear_
     if n_tokens == 0:
         raise ValueError("calibration data is empty: pass at least one batch of input_ids")
     down_norms = [layer.mlp.down_proj.weight.float().norm(dim=0).cpu() for layer in layers]
-    return CalibrationStats(kv_importance=[s / n_tokens for s in kv_sum],
-                            ffn_contribution=[s[0] / n_tokens * w for s, w in zip(ffn_sum, down_norms, strict=True)],
-                            gate_mean=[s[1] / n_tokens for s in ffn_sum], attention_fit=attn_fit, ffn_fit=ffn_fit)
+    return CalibrationStats(
+        kv_importance=[s / n_tokens for s in kv_sum],
+        ffn_contribution=[s[0] / n_tokens * w for s, w in zip(ffn_sum, down_norms, strict=True)],
+        gate_mean=[s[1] / n_tokens for s in ffn_sum],
+        attention_fit=attn_fit,
+        ffn_fit=ffn_fit,
+    )
 
 
 # --------------------------------------------------------------------------- inits from the parent
 
 
 @torch.no_grad()
-def init_reduced_attention(parent_block: AttentionBlock, config: DeciLMConfig, layer_idx: int,
-                           num_kv: int, importance: torch.Tensor | None = None) -> AttentionBlock:
+def init_reduced_attention(
+    parent_block: AttentionBlock,
+    config: DeciLMConfig,
+    layer_idx: int,
+    num_kv: int,
+    importance: torch.Tensor | None = None,
+) -> AttentionBlock:
     """GQA block with `num_kv` KV heads: mean-pool each group of parent KV heads, or keep its most important."""
     src = parent_block.self_attn
     n_kv, d = src.num_key_value_heads, src.head_dim
@@ -312,12 +328,15 @@ def _set_fitted(linear: nn.Linear, fit: LinearFit) -> None:
 
 
 @torch.no_grad()
-def init_linear_attention(parent_block: AttentionBlock, config: DeciLMConfig, fit: LinearFit | None = None
-                          ) -> nn.Module:
+def init_linear_attention(
+    parent_block: AttentionBlock, config: DeciLMConfig, fit: LinearFit | None = None
+) -> nn.Module:
     """W = W_o @ W_v (V heads repeated over their query groups); b = W_o @ b_v + b_o. With `fit`: least squares."""
     src = parent_block.self_attn
     H, kv, d = src.num_heads, src.num_key_value_heads, src.head_dim
-    block = build_attention_block(config, 0, AttentionConfig(replace_with_linear=True)).to(src.q_proj.weight.dtype)
+    block = build_attention_block(config, 0, AttentionConfig(replace_with_linear=True)).to(
+        src.q_proj.weight.dtype
+    )
     block.input_layernorm.load_state_dict(parent_block.input_layernorm.state_dict())
     if fit is not None:
         _set_fitted(block.self_attn.linear_attn, fit)
@@ -331,11 +350,14 @@ def init_linear_attention(parent_block: AttentionBlock, config: DeciLMConfig, fi
 
 
 @torch.no_grad()
-def init_reduced_ffn(parent_block: FFNBlock, config: DeciLMConfig, size: int,
-                     contribution: torch.Tensor | None = None) -> FFNBlock:
+def init_reduced_ffn(
+    parent_block: FFNBlock, config: DeciLMConfig, size: int, contribution: torch.Tensor | None = None
+) -> FFNBlock:
     """SwiGLU of width `size`: the first `size` channels, or the `size` largest by `contribution`."""
     src = parent_block.mlp
-    block = build_ffn_block(config, FFNConfig.of_size(size, config.hidden_size)).to(src.gate_proj.weight.dtype)
+    block = build_ffn_block(config, FFNConfig.of_size(size, config.hidden_size)).to(
+        src.gate_proj.weight.dtype
+    )
     block.post_attention_layernorm.load_state_dict(parent_block.post_attention_layernorm.state_dict())
     if contribution is None:
         keep = torch.arange(size)
@@ -354,8 +376,12 @@ def init_reduced_ffn(parent_block: FFNBlock, config: DeciLMConfig, size: int,
 
 
 @torch.no_grad()
-def init_linear_ffn(parent_block: FFNBlock, config: DeciLMConfig, gate_mean: torch.Tensor | None = None,
-                    fit: LinearFit | None = None) -> FFNBlock:
+def init_linear_ffn(
+    parent_block: FFNBlock,
+    config: DeciLMConfig,
+    gate_mean: torch.Tensor | None = None,
+    fit: LinearFit | None = None,
+) -> FFNBlock:
     """W = W_down @ diag(gate_mean) @ W_up (gate_mean = 1 if None, see module docstring);
     b = W_down @ (gate_mean * b_up) + b_down. With `fit`: least squares."""
     src = parent_block.mlp
@@ -378,8 +404,13 @@ def init_linear_ffn(parent_block: FFNBlock, config: DeciLMConfig, gate_mean: tor
 class BlockLibrary(nn.Module):
     """All candidate subblocks of every layer, keyed by layer and variant name."""
 
-    def __init__(self, parent_config: DeciLMConfig, attention_variants: list[AttentionConfig],
-                 ffn_variants: list[FFNConfig], space: SearchSpace | None = None) -> None:
+    def __init__(
+        self,
+        parent_config: DeciLMConfig,
+        attention_variants: list[AttentionConfig],
+        ffn_variants: list[FFNConfig],
+        space: SearchSpace | None = None,
+    ) -> None:
         super().__init__()
         self.parent_config = parent_config
         self.parent_block = parent_config.parent_block_config()
@@ -428,10 +459,15 @@ class BlockLibrary(nn.Module):
         """(attention, ffn) modules for a whole block: the coupled-BLD pair if trained, else the decoupled ones."""
         pair = self.coupled[layer][block.name] if block.name in self.coupled[layer] else None
         if pair is not None:
-            return (pair["attention"] if "attention" in pair else None, pair["ffn"] if "ffn" in pair else None)
+            return (
+                pair["attention"] if "attention" in pair else None,
+                pair["ffn"] if "ffn" in pair else None,
+            )
         return self.attention_block(layer, block.attention.name), self.ffn_block(layer, block.ffn.name)
 
-    def add_coupled(self, layer: int, block: BlockConfig, attn: nn.Module | None, ffn: nn.Module | None) -> None:
+    def add_coupled(
+        self, layer: int, block: BlockConfig, attn: nn.Module | None, ffn: nn.Module | None
+    ) -> None:
         pair = nn.ModuleDict()
         if attn is not None:
             pair["attention"] = attn
@@ -452,7 +488,11 @@ class BlockLibrary(nn.Module):
             layers = []
             for i in range(self.num_layers):
                 tensors = {}
-                for kind, dicts in (("attention", self.attention), ("ffn", self.ffn), ("coupled", self.coupled)):
+                for kind, dicts in (
+                    ("attention", self.attention),
+                    ("ffn", self.ffn),
+                    ("coupled", self.coupled),
+                ):
                     for k, v in dicts[i].state_dict().items():
                         tensors[f"{kind}.{k}"] = v.detach().cpu().contiguous()
                 fname = f"layer_{i:03d}.safetensors"
@@ -478,18 +518,23 @@ class BlockLibrary(nn.Module):
         index = json.loads(index_file.read_text())
         cfg = parent.config
         if index.get("parent") != _parent_signature(cfg):
-            raise ValueError(f"block library {in_dir} was built for parent {index.get('parent')}, "
-                             f"not for this one {_parent_signature(cfg)}; rebuild the library")
+            raise ValueError(
+                f"block library {in_dir} was built for parent {index.get('parent')}, "
+                f"not for this one {_parent_signature(cfg)}; rebuild the library"
+            )
         kw = {"hidden_size": cfg.hidden_size, "num_attention_heads": cfg.num_attention_heads}
-        lib = cls(cfg, [AttentionConfig.from_dict(d, kw["num_attention_heads"]) for d in index["attention_variants"]],
-                  [FFNConfig.from_dict(d, kw["hidden_size"]) for d in index["ffn_variants"]],
-                  SearchSpace.from_dict(index["space"]) if index.get("space") else None)
+        lib = cls(
+            cfg,
+            [AttentionConfig.from_dict(d, kw["num_attention_heads"]) for d in index["attention_variants"]],
+            [FFNConfig.from_dict(d, kw["hidden_size"]) for d in index["ffn_variants"]],
+            SearchSpace.from_dict(index["space"]) if index.get("space") else None,
+        )
         dtype = next(parent.parameters()).dtype
         for i, entry in enumerate(index["layers"]):
             lib._build_empty_layer(i, entry["coupled"])
             state = load_file(str(in_dir / entry["file"]))
             for kind, dicts in (("attention", lib.attention), ("ffn", lib.ffn), ("coupled", lib.coupled)):
-                part = {k[len(kind) + 1:]: v for k, v in state.items() if k.startswith(kind + ".")}
+                part = {k[len(kind) + 1 :]: v for k, v in state.items() if k.startswith(kind + ".")}
                 dicts[i].to(dtype).load_state_dict(part, strict=True)
         return lib
 
@@ -508,8 +553,17 @@ class BlockLibrary(nn.Module):
 
 
 def _parent_signature(cfg: DeciLMConfig) -> dict[str, int]:
-    return {k: getattr(cfg, k) for k in ("num_hidden_layers", "hidden_size", "num_attention_heads",
-                                         "num_key_value_heads", "intermediate_size", "head_dim")}
+    return {
+        k: getattr(cfg, k)
+        for k in (
+            "num_hidden_layers",
+            "hidden_size",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "intermediate_size",
+            "head_dim",
+        )
+    }
 
 
 @contextmanager
@@ -522,8 +576,9 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def build_library(parent: DeciLMForCausalLM, space: SearchSpace,
-                  calib_batches: Iterable[Any] | None = None) -> BlockLibrary:
+def build_library(
+    parent: DeciLMForCausalLM, space: SearchSpace, calib_batches: Iterable[Any] | None = None
+) -> BlockLibrary:
     """Every layer's candidates, initialised from the parent (see module docstring).
 
     `calib_batches` (dicts with "input_ids" or LongTensors) are needed for kv_init="importance",
@@ -537,9 +592,11 @@ def build_library(parent: DeciLMForCausalLM, space: SearchSpace,
     stats = None
     fitted = space.linear_init == "least_squares" and (space.attention_linear or space.ffn_linear)
     if calib_batches is None and (space.kv_init == "importance" or space.ffn_init == "activation" or fitted):
-        raise ValueError(f"kv_init={space.kv_init!r} / ffn_init={space.ffn_init!r} / linear_init="
-                         f"{space.linear_init!r} need calibration batches; pass calib_batches or use "
-                         "kv_init='mean_pool', ffn_init='truncate', linear_init='product'")
+        raise ValueError(
+            f"kv_init={space.kv_init!r} / ffn_init={space.ffn_init!r} / linear_init="
+            f"{space.linear_init!r} need calibration batches; pass calib_batches or use "
+            "kv_init='mean_pool', ffn_init='truncate', linear_init='product'"
+        )
     if calib_batches is not None:
         with _eval_mode(parent):
             stats = calibration_stats(parent, calib_batches, linear_fits=fitted)
@@ -551,7 +608,9 @@ def build_library(parent: DeciLMForCausalLM, space: SearchSpace,
             if a == lib.parent_block.attention:
                 block = copy.deepcopy(layer.attn_block)
             elif a.replace_with_linear:
-                block = init_linear_attention(layer.attn_block, cfg, stats.attention_fit[i] if fitted else None)
+                block = init_linear_attention(
+                    layer.attn_block, cfg, stats.attention_fit[i] if fitted else None
+                )
             else:
                 imp = stats.kv_importance[i] if stats is not None and space.kv_init == "importance" else None
                 block = init_reduced_attention(layer.attn_block, cfg, i, a.num_key_value_heads, imp)
@@ -562,10 +621,18 @@ def build_library(parent: DeciLMForCausalLM, space: SearchSpace,
             if f == lib.parent_block.ffn:
                 block = copy.deepcopy(layer.ffn_block)
             elif f.replace_with_linear:
-                block = init_linear_ffn(layer.ffn_block, cfg, stats.gate_mean[i] if stats is not None else None,
-                                        stats.ffn_fit[i] if fitted else None)
+                block = init_linear_ffn(
+                    layer.ffn_block,
+                    cfg,
+                    stats.gate_mean[i] if stats is not None else None,
+                    stats.ffn_fit[i] if fitted else None,
+                )
             else:
-                contrib = stats.ffn_contribution[i] if stats is not None and space.ffn_init == "activation" else None
+                contrib = (
+                    stats.ffn_contribution[i]
+                    if stats is not None and space.ffn_init == "activation"
+                    else None
+                )
                 block = init_reduced_ffn(layer.ffn_block, cfg, f.intermediate_size, contrib)
             lib.ffn[i][f.name] = block
     return lib.to(next(parent.parameters()).device)

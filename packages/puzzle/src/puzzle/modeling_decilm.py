@@ -37,8 +37,9 @@ DeciLMRMSNorm = LlamaRMSNorm
 DeciLMRotaryEmbedding = LlamaRotaryEmbedding
 
 
-def attention_mask_for(q_len: int, kv_len: int, device: torch.device,
-                       padding_mask: torch.Tensor | None = None) -> torch.Tensor | None:
+def attention_mask_for(
+    q_len: int, kv_len: int, device: torch.device, padding_mask: torch.Tensor | None = None
+) -> torch.Tensor | None:
     """Boolean SDPA mask [B|1, 1, q, kv] (True = attend), or None when `is_causal` / decode needs no mask.
 
     Queries are the last q_len positions of the kv_len keys. `padding_mask` is the usual [B, kv] 0/1 mask.
@@ -72,9 +73,14 @@ class DeciLMAttention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, num_key_value_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=bias)
 
-    def forward(self, x: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor],
-                attention_mask: torch.Tensor | None = None, past_key_values: Cache | None = None,
-                cache_idx: int | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        cache_idx: int | None = None,
+    ) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.num_key_value_heads, self.head_dim).transpose(1, 2)
@@ -84,8 +90,14 @@ class DeciLMAttention(nn.Module):
         if past_key_values is not None:
             k, v = past_key_values.update(k, v, self.layer_idx if cache_idx is None else cache_idx)
         mask = attention_mask if attention_mask is not None else attention_mask_for(T, k.shape[2], x.device)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1,
-                                           enable_gqa=self.num_key_value_heads != self.num_heads)
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=mask is None and T > 1,
+            enable_gqa=self.num_key_value_heads != self.num_heads,
+        )
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -136,11 +148,21 @@ class AttentionBlock(nn.Module):
         self.input_layernorm = DeciLMRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.self_attn = DeciLMAttention(config, num_key_value_heads, layer_idx)
 
-    def forward(self, hidden_states: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor],
-                attention_mask: torch.Tensor | None = None, past_key_values: Cache | None = None,
-                cache_idx: int | None = None) -> torch.Tensor:
-        return self.self_attn(self.input_layernorm(hidden_states), position_embeddings, attention_mask,
-                              past_key_values, cache_idx)
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        cache_idx: int | None = None,
+    ) -> torch.Tensor:
+        return self.self_attn(
+            self.input_layernorm(hidden_states),
+            position_embeddings,
+            attention_mask,
+            past_key_values,
+            cache_idx,
+        )
 
 
 class LinearAttentionBlock(nn.Module):
@@ -153,9 +175,14 @@ class LinearAttentionBlock(nn.Module):
         self.input_layernorm = DeciLMRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.self_attn = DeciLMLinearAttention(config)
 
-    def forward(self, hidden_states: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-                attention_mask: torch.Tensor | None = None, past_key_values: Cache | None = None,
-                cache_idx: int | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        cache_idx: int | None = None,
+    ) -> torch.Tensor:
         return self.self_attn(self.input_layernorm(hidden_states))
 
 
@@ -171,7 +198,9 @@ class FFNBlock(nn.Module):
         return self.mlp(self.post_attention_layernorm(hidden_states))
 
 
-def build_attention_block(config: DeciLMConfig, layer_idx: int, attention: AttentionConfig) -> nn.Module | None:
+def build_attention_block(
+    config: DeciLMConfig, layer_idx: int, attention: AttentionConfig
+) -> nn.Module | None:
     """Fresh (randomly initialised) attention subblock for `attention`; None for no_op."""
     if attention.no_op:
         return None
@@ -199,11 +228,15 @@ class DeciLMDecoderLayer(nn.Module):
         super().__init__()
         self.layer_idx = layer_idx
         block = config.blocks[layer_idx]
-        self.set_blocks(block, build_attention_block(config, layer_idx, block.attention),
-                        build_ffn_block(config, block.ffn))
+        self.set_blocks(
+            block,
+            build_attention_block(config, layer_idx, block.attention),
+            build_ffn_block(config, block.ffn),
+        )
 
-    def set_blocks(self, block_config: BlockConfig, attn_block: nn.Module | None,
-                   ffn_block: nn.Module | None) -> None:
+    def set_blocks(
+        self, block_config: BlockConfig, attn_block: nn.Module | None, ffn_block: nn.Module | None
+    ) -> None:
         """Install subblocks. Their children are registered under the checkpoint names (see module docstring)."""
         self.block_config = block_config
         self.__dict__["attn_block"] = attn_block
@@ -217,12 +250,18 @@ class DeciLMDecoderLayer(nn.Module):
     def has_kv_cache(self) -> bool:
         return self.attn_block is not None and self.attn_block.has_kv_cache
 
-    def forward(self, hidden_states: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor],
-                attention_mask: torch.Tensor | None = None, past_key_values: Cache | None = None,
-                cache_idx: int | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        cache_idx: int | None = None,
+    ) -> torch.Tensor:
         if self.attn_block is not None:
-            hidden_states = hidden_states + self.attn_block(hidden_states, position_embeddings, attention_mask,
-                                                            past_key_values, cache_idx)
+            hidden_states = hidden_states + self.attn_block(
+                hidden_states, position_embeddings, attention_mask, past_key_values, cache_idx
+            )
         if self.ffn_block is not None:
             hidden_states = hidden_states + self.ffn_block(hidden_states)
         return hidden_states
@@ -252,10 +291,17 @@ class DeciLMModel(DeciLMPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embed_tokens = value
 
-    def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.LongTensor | None = None, past_key_values: Cache | None = None,
-                inputs_embeds: torch.Tensor | None = None, use_cache: bool | None = None,
-                output_hidden_states: bool | None = None, **kwargs) -> BaseModelOutputWithPast:
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         h = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
@@ -269,22 +315,39 @@ class DeciLMModel(DeciLMPreTrainedModel):
             position_ids = torch.arange(past, past + T, device=h.device)[None]
         if attention_mask is not None and attention_mask.ndim == 2 and bool(attention_mask.all()):
             attention_mask = None  # no padding: let SDPA use its causal kernel
-        mask = attention_mask_for(T, past + T, h.device, attention_mask) if attention_mask is not None else None
+        mask = (
+            attention_mask_for(T, past + T, h.device, attention_mask) if attention_mask is not None else None
+        )
         position_embeddings = self.rotary_emb(h, position_ids)
 
         hidden_states = [h] if output_hidden_states else None
-        h = self.forward_layers(h, position_embeddings=position_embeddings, mask=mask,
-                                past_key_values=past_key_values, hidden_states=hidden_states)
+        h = self.forward_layers(
+            h,
+            position_embeddings=position_embeddings,
+            mask=mask,
+            past_key_values=past_key_values,
+            hidden_states=hidden_states,
+        )
         h = self.norm(h)
         if hidden_states is not None:
             hidden_states[-1] = h  # Llama convention: the last entry is the normed final state
-        return BaseModelOutputWithPast(last_hidden_state=h, past_key_values=past_key_values if use_cache else None,
-                                       hidden_states=tuple(hidden_states) if hidden_states is not None else None)
+        return BaseModelOutputWithPast(
+            last_hidden_state=h,
+            past_key_values=past_key_values if use_cache else None,
+            hidden_states=tuple(hidden_states) if hidden_states is not None else None,
+        )
 
-    def forward_layers(self, h: torch.Tensor, start: int = 0, stop: int | None = None, *,
-                       position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-                       mask: torch.Tensor | None = None, past_key_values: Cache | None = None,
-                       hidden_states: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def forward_layers(
+        self,
+        h: torch.Tensor,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        mask: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        hidden_states: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Decoder layers start..stop-1 on hidden state `h` [B, T, H], appending each output to `hidden_states`.
 
         `forward` runs all of them; replace-1-block scoring runs a slice from a cached layer input. Without
@@ -327,8 +390,13 @@ class DeciLMForCausalLM(DeciLMPreTrainedModel, GenerationMixin):
     def block_configs(self) -> list[BlockConfig]:
         return [layer.block_config for layer in self.model.layers]
 
-    def replace_block(self, layer_idx: int, block_config: BlockConfig, attn_block: nn.Module | None,
-                      ffn_block: nn.Module | None) -> tuple[BlockConfig, nn.Module | None, nn.Module | None]:
+    def replace_block(
+        self,
+        layer_idx: int,
+        block_config: BlockConfig,
+        attn_block: nn.Module | None,
+        ffn_block: nn.Module | None,
+    ) -> tuple[BlockConfig, nn.Module | None, nn.Module | None]:
         """Swap layer `layer_idx`'s subblocks in place (config kept in sync); returns the previous ones."""
         layer = self.model.layers[layer_idx]
         previous = (layer.block_config, layer.attn_block, layer.ffn_block)
@@ -336,23 +404,46 @@ class DeciLMForCausalLM(DeciLMPreTrainedModel, GenerationMixin):
         self.config.block_configs[layer_idx] = block_config.to_dict()
         return previous
 
-    def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.LongTensor | None = None, past_key_values: Cache | None = None,
-                inputs_embeds: torch.Tensor | None = None, labels: torch.LongTensor | None = None,
-                use_cache: bool | None = None, output_hidden_states: bool | None = None,
-                logits_to_keep: int = 0, **kwargs) -> CausalLMOutputWithPast:
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                         past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
-                         output_hidden_states=output_hidden_states)
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        logits_to_keep: int = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+        )
         h = out.last_hidden_state
         logits = self.lm_head(h[:, -logits_to_keep:] if logits_to_keep else h)
         loss = None
         if labels is not None:
             # next-token loss: position t predicts token t + 1
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=out.past_key_values,
-                                      hidden_states=out.hidden_states)
+            loss = F.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
+            )
+        return CausalLMOutputWithPast(
+            loss=loss, logits=logits, past_key_values=out.past_key_values, hidden_states=out.hidden_states
+        )
 
 
-__all__ = ["DeciLMForCausalLM", "DeciLMModel", "DeciLMPreTrainedModel", "DeciLMDecoderLayer",
-           "build_attention_block", "build_ffn_block"]
+__all__ = [
+    "DeciLMForCausalLM",
+    "DeciLMModel",
+    "DeciLMPreTrainedModel",
+    "DeciLMDecoderLayer",
+    "build_attention_block",
+    "build_ffn_block",
+]

@@ -53,19 +53,31 @@ def decilm_config_from_parent(path: str | Path) -> DeciLMConfig:
     cfg = AutoConfig.from_pretrained(path)
     sliding = getattr(cfg, "sliding_window", None)
     if sliding and (model_type != "qwen2" or getattr(cfg, "use_sliding_window", False)):
-        warnings.warn(f"{path}: sliding_window={sliding} is not modelled; DeciLM uses full attention "
-                      f"(identical for sequences of at most {sliding} tokens)", stacklevel=2)
+        warnings.warn(
+            f"{path}: sliding_window={sliding} is not modelled; DeciLM uses full attention "
+            f"(identical for sequences of at most {sliding} tokens)",
+            stacklevel=2,
+        )
     qwen2 = model_type == "qwen2"
     return DeciLMConfig(
-        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
-        num_key_value_heads=cfg.num_key_value_heads or cfg.num_attention_heads, hidden_act=cfg.hidden_act,
-        max_position_embeddings=cfg.max_position_embeddings, rms_norm_eps=cfg.rms_norm_eps,
-        rope_parameters=dict(cfg.rope_parameters), attention_bias=qwen2 or getattr(cfg, "attention_bias", False),
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_hidden_layers,
+        num_attention_heads=cfg.num_attention_heads,
+        num_key_value_heads=cfg.num_key_value_heads or cfg.num_attention_heads,
+        hidden_act=cfg.hidden_act,
+        max_position_embeddings=cfg.max_position_embeddings,
+        rms_norm_eps=cfg.rms_norm_eps,
+        rope_parameters=dict(cfg.rope_parameters),
+        attention_bias=qwen2 or getattr(cfg, "attention_bias", False),
         mlp_bias=getattr(cfg, "mlp_bias", False),
         head_dim=getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads,
-        tie_word_embeddings=cfg.tie_word_embeddings, initializer_range=getattr(cfg, "initializer_range", 0.02),
-        bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id,
+        tie_word_embeddings=cfg.tie_word_embeddings,
+        initializer_range=getattr(cfg, "initializer_range", 0.02),
+        bos_token_id=cfg.bos_token_id,
+        eos_token_id=cfg.eos_token_id,
+        pad_token_id=cfg.pad_token_id,
     )
 
 
@@ -81,7 +93,11 @@ def _weight_files(path: Path) -> list[Path]:
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
     for f in _weight_files(path):
-        part = load_file(f) if f.suffix == ".safetensors" else torch.load(f, map_location="cpu", weights_only=True)
+        part = (
+            load_file(f)
+            if f.suffix == ".safetensors"
+            else torch.load(f, map_location="cpu", weights_only=True)
+        )
         state.update(part)
     # Old Llama checkpoints store the RoPE table; it is recomputed from the config.
     return {k: v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
@@ -98,14 +114,17 @@ def load_parent_weights(model: DeciLMForCausalLM, path: str | Path) -> None:
         model.get_parameter(k).data.zero_()
         left.remove(k)
     if left or unexpected:
-        raise ValueError(f"{path}: checkpoint does not match the Llama block layout; missing {left[:8]}, "
-                         f"unexpected {unexpected[:8]}")
+        raise ValueError(
+            f"{path}: checkpoint does not match the Llama block layout; missing {left[:8]}, "
+            f"unexpected {unexpected[:8]}"
+        )
     if tied:
         model.tie_weights()
 
 
-def load_parent(path: str | Path, dtype: torch.dtype = torch.float32
-                ) -> tuple[DeciLMForCausalLM, PreTrainedTokenizerBase | None]:
+def load_parent(
+    path: str | Path, dtype: torch.dtype = torch.float32
+) -> tuple[DeciLMForCausalLM, PreTrainedTokenizerBase | None]:
     """(DeciLM model with every block equal to the parent's, tokenizer or None if the folder has none)."""
     path = Path(path)
     model = DeciLMForCausalLM(decilm_config_from_parent(path))
@@ -115,7 +134,9 @@ def load_parent(path: str | Path, dtype: torch.dtype = torch.float32
         p.data = p.data.to(dtype)
     model.config.dtype = dtype
     model.eval().requires_grad_(False)
-    tokenizer = AutoTokenizer.from_pretrained(path) if any((path / f).exists() for f in TOKENIZER_FILES) else None
+    tokenizer = (
+        AutoTokenizer.from_pretrained(path) if any((path / f).exists() for f in TOKENIZER_FILES) else None
+    )
     return model, tokenizer
 
 

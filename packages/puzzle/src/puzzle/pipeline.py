@@ -96,9 +96,17 @@ DEFAULTS: dict[str, Any] = {
     "data_dir": None,
     "seed": 0,
     "data": {"seq_len": 256, "batch_size": 8},
-    "search_space": {"kv_heads": [3, 1], "ffn_fractions": [1.0, 0.75, 0.5, 0.25], "attention_linear": True,
-                     "attention_no_op": True, "ffn_linear": True, "ffn_no_op": True, "kv_init": "mean_pool",
-                     "ffn_init": "activation", "linear_init": "product"},
+    "search_space": {
+        "kv_heads": [3, 1],
+        "ffn_fractions": [1.0, 0.75, 0.5, 0.25],
+        "attention_linear": True,
+        "attention_no_op": True,
+        "ffn_linear": True,
+        "ffn_no_op": True,
+        "kv_init": "mean_pool",
+        "ffn_init": "activation",
+        "linear_init": "product",
+    },
     "library": {"calib_tokens": 65536},
     "bld": {"mode": "decoupled", "token_budget": 1_000_000, "lr": 1e-4, "checkpoint_every": 100},
     "score": {"tokens": 32768, "objective": "kl"},
@@ -114,13 +122,35 @@ DEFAULTS: dict[str, Any] = {
     # match_rounds timings or until the two are within match_tolerance; the closest is kept
     # exclude_blocks: glob patterns of blocks the Puzzle children may not use ("linear+*": linear attention with any
     # FFN), e.g. variants an inference engine lacks; the library keeps them, so the scores are reused
-    "search": {"solver": "auto", "time_limit_s": 60, "match_baselines": True, "match_by": "predicted",
-               "match_rounds": 3, "match_tolerance": 0.02, "match_iters": 10, "exclude_blocks": []},
+    "search": {
+        "solver": "auto",
+        "time_limit_s": 60,
+        "match_baselines": True,
+        "match_by": "predicted",
+        "match_rounds": 3,
+        "match_tolerance": 0.02,
+        "match_iters": 10,
+        "exclude_blocks": [],
+    },
     "baselines": ["uniform", "shortgpt"],
-    "gkd": {"token_budget": 1_000_000, "lr": 1e-4, "hidden": "per_layer", "cosine_weight": 1.0, "kl_weight": 1.0,
-            "lm_weight": 0.0, "gradient_clip": 0.0, "checkpoint_every": 100},  # gradient_clip: max grad norm, 0 = off
+    "gkd": {
+        "token_budget": 1_000_000,
+        "lr": 1e-4,
+        "hidden": "per_layer",
+        "cosine_weight": 1.0,
+        "kl_weight": 1.0,
+        "lm_weight": 0.0,
+        "gradient_clip": 0.0,
+        "checkpoint_every": 100,
+    },  # gradient_clip: max grad norm, 0 = off
     "evaluate": {"tokens": 32768, "warmup": 1, "iters": 3},
-    "trainer": {"accelerator": "auto", "devices": "auto", "strategy": "auto", "num_nodes": 1, "precision": None},
+    "trainer": {
+        "accelerator": "auto",
+        "devices": "auto",
+        "strategy": "auto",
+        "num_nodes": 1,
+        "precision": None,
+    },
 }
 
 OBJECTIVES = {"kl": "min", "lm_loss": "min", "top1_agreement": "max"}
@@ -145,7 +175,9 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any], where: str = "") -> di
             if not isinstance(value, Mapping):
                 raise ConfigError(f"config key '{where}{key}' must be a mapping, got {value!r}")
             out[key] = _merge(base[key], value, f"{where}{key}.")
-        elif key == "search_space" and isinstance(value, Mapping):  # replaced whole; SearchSpace checks its keys
+        elif key == "search_space" and isinstance(
+            value, Mapping
+        ):  # replaced whole; SearchSpace checks its keys
             out[key] = {k: _numbers_read(base[key].get(k), v, f"{where}{key}.{k}") for k, v in value.items()}
         else:
             out[key] = _numbers_read(base[key], value, f"{where}{key}")
@@ -182,7 +214,9 @@ def _config_layers(path: Path, chain: tuple[Path, ...] = ()) -> list[Mapping[str
     """The mappings of a config file and of the files it `extends` (a path relative to it), base first."""
     path = path.resolve()
     if path in chain:
-        raise ConfigError(f"config files extend each other in a cycle: {' -> '.join(map(str, (*chain, path)))}")
+        raise ConfigError(
+            f"config files extend each other in a cycle: {' -> '.join(map(str, (*chain, path)))}"
+        )
     if not path.exists():
         raise FileNotFoundError(f"config file {path} does not exist")
     text = path.read_text()
@@ -223,25 +257,34 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None, **override
     if config["bld"]["mode"] not in ("decoupled", "coupled"):
         raise ConfigError(f"bld.mode must be 'decoupled' or 'coupled', got {config['bld']['mode']!r}")
     if config["measure"]["probes"] not in PROBES:
-        raise ConfigError(f"measure.probes must be one of {list(PROBES)}, got {config['measure']['probes']!r}")
+        raise ConfigError(
+            f"measure.probes must be one of {list(PROBES)}, got {config['measure']['probes']!r}"
+        )
     if config["score"]["objective"] not in OBJECTIVES:
-        raise ConfigError(f"score.objective must be one of {sorted(OBJECTIVES)}, got {config['score']['objective']!r}")
+        raise ConfigError(
+            f"score.objective must be one of {sorted(OBJECTIVES)}, got {config['score']['objective']!r}"
+        )
     unknown = set(config["baselines"]) - {"uniform", "shortgpt"}
     if unknown:
         raise ConfigError(f"unknown baselines {sorted(unknown)}; choose from 'uniform', 'shortgpt'")
     exclude = config["search"]["exclude_blocks"]
     if not isinstance(exclude, list) or not all(isinstance(x, str) for x in exclude):
-        raise ConfigError(f"search.exclude_blocks must be a list of block-name patterns such as 'linear+*', "
-                          f"got {exclude!r}")
+        raise ConfigError(
+            f"search.exclude_blocks must be a list of block-name patterns such as 'linear+*', got {exclude!r}"
+        )
     search = config["search"]
     if search["match_by"] not in MATCH_BY:
         raise ConfigError(f"search.match_by must be one of {list(MATCH_BY)}, got {search['match_by']!r}")
     if search["match_rounds"] < 1 or search["match_iters"] < 1 or not search["match_tolerance"] >= 0:
-        raise ConfigError(f"search.match_rounds and match_iters must be >= 1 and match_tolerance >= 0, got "
-                          f"{search['match_rounds']}, {search['match_iters']}, {search['match_tolerance']}")
+        raise ConfigError(
+            f"search.match_rounds and match_iters must be >= 1 and match_tolerance >= 0, got "
+            f"{search['match_rounds']}, {search['match_iters']}, {search['match_tolerance']}"
+        )
     if not config["gkd"]["gradient_clip"] >= 0:
-        raise ConfigError(f"gkd.gradient_clip must be a gradient norm >= 0 (0 = no clipping), "
-                          f"got {config['gkd']['gradient_clip']!r}")
+        raise ConfigError(
+            f"gkd.gradient_clip must be a gradient norm >= 0 (0 = no clipping), "
+            f"got {config['gkd']['gradient_clip']!r}"
+        )
     Scenario(**config["scenario"])  # validates
     for t in config["targets"]:
         parse_target(t)
@@ -255,8 +298,9 @@ def run_config_path(run_dir: str | Path | None, config_path: str | Path | None =
     if run_dir is not None and (Path(run_dir) / "config.json").exists():
         return Path(run_dir) / "config.json"
     where = "no --run-dir given" if run_dir is None else f"run folder {run_dir} has no config.json"
-    raise ConfigError(f"{where}: give --config CONFIG, or the folder of a run started with `puzzle run` or "
-                      "`puzzle bench`")
+    raise ConfigError(
+        f"{where}: give --config CONFIG, or the folder of a run started with `puzzle run` or `puzzle bench`"
+    )
 
 
 def parse_target(target: str | float | int) -> tuple[str, float, bool]:
@@ -268,7 +312,9 @@ def parse_target(target: str | float | int) -> tuple[str, float, bool]:
         try:
             target = float(target)
         except ValueError:
-            raise ConfigError(f"target {target!r} is neither a throughput multiple like '1.5x' nor tokens/s") from None
+            raise ConfigError(
+                f"target {target!r} is neither a throughput multiple like '1.5x' nor tokens/s"
+            ) from None
     if not target > 0:
         raise ConfigError(f"a throughput target must be positive, got {target}")
     return f"{float(target):g}tps", float(target), False
@@ -278,9 +324,16 @@ def parse_target(target: str | float | int) -> tuple[str, float, bool]:
 class Pipeline:
     """Runs stages of one config in one run folder (see module docstring)."""
 
-    def __init__(self, config: Mapping[str, Any], run_dir: str | Path, *, device: str | None = None,
-                 progress: bool = True, log: Callable[[str], None] | None = None,
-                 texts: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        run_dir: str | Path,
+        *,
+        device: str | None = None,
+        progress: bool = True,
+        log: Callable[[str], None] | None = None,
+        texts: Mapping[str, str] | None = None,
+    ):
         self.config = dict(config)
         self.texts = texts  # title -> text; None = benchmarks.data.load_austen(data_dir)
         self.run = RunFolder(run_dir)
@@ -297,8 +350,9 @@ class Pipeline:
             self.log = lambda msg: None
         self._parent: tuple[Any, Any] | None = None
         self._datamodule: AustenDataModule | None = None
-        self.parent_path = Path(self.config["parent"]) if self.config["parent"] else _default_parent(
-            self.config["data_dir"])
+        self.parent_path = (
+            Path(self.config["parent"]) if self.config["parent"] else _default_parent(self.config["data_dir"])
+        )
         from puzzle.parent import decilm_config_from_parent, parent_fingerprint
 
         self.parent_config = decilm_config_from_parent(self.parent_path)  # NotLlamaFamilyError early
@@ -325,9 +379,14 @@ class Pipeline:
             _, tokenizer = self.parent()
             data = self.config["data"]
             self._datamodule = AustenDataModule(
-                tokenizer, seq_len=data["seq_len"], batch_size=data["batch_size"], texts=self.texts,
+                tokenizer,
+                seq_len=data["seq_len"],
+                batch_size=data["batch_size"],
+                texts=self.texts,
                 data_dir=self.config["data_dir"],
-                cache_dir=self.run.stage_dir("tokens"), seed=self.config["seed"])
+                cache_dir=self.run.stage_dir("tokens"),
+                seed=self.config["seed"],
+            )
             self._datamodule.setup()
         return self._datamodule
 
@@ -360,8 +419,11 @@ class Pipeline:
     def inputs(self, stage: str, threads: int | None = None) -> dict[str, Any]:
         """Everything `stage`'s artifacts depend on (hashed into its manifest entry); `threads` stands in for this
         process's CPU thread count."""
-        out: dict[str, Any] = {"parent": self.fingerprint, "config": self.stage_config(stage),
-                               "upstream": {s: self.inputs_hash(s) for s in STAGE_INPUTS[stage]}}
+        out: dict[str, Any] = {
+            "parent": self.fingerprint,
+            "config": self.stage_config(stage),
+            "upstream": {s: self.inputs_hash(s) for s in STAGE_INPUTS[stage]},
+        }
         if stage == "measure":  # timings belong to the hardware and, on a CPU, to the thread count
             out["device"] = device_name(self.device)
             if self.device.type == "cpu":
@@ -385,20 +447,28 @@ class Pipeline:
     def require(self, stage: str) -> None:
         for up in STAGE_INPUTS[stage]:
             if not self.run.is_done(up, self.inputs_hash(up)):
-                raise StageNotReadyError(f"stage {stage!r} needs stage {up!r} done for this config; "
-                                         f"run `puzzle {up}` (or `puzzle run`) first{self._threads_hint()}")
+                raise StageNotReadyError(
+                    f"stage {stage!r} needs stage {up!r} done for this config; "
+                    f"run `puzzle {up}` (or `puzzle run`) first{self._threads_hint()}"
+                )
 
     def _threads_hint(self) -> str:
         """Why a finished run looks undone from here when only the CPU thread count differs from its measure
         stage's (that count is in measure's hash, so in every later stage's)."""
         entry = self.run.stage_entry("measure")
         now = torch.get_num_threads()
-        if entry is None or self.device.type != "cpu" or self.run.is_done("measure", self.inputs_hash("measure")):
+        if (
+            entry is None
+            or self.device.type != "cpu"
+            or self.run.is_done("measure", self.inputs_hash("measure"))
+        ):
             return ""
         for n in range(1, max(os.cpu_count() or 1, now) + 1):
             if config_hash(self.inputs("measure", threads=n)) == entry["inputs_hash"]:
-                return (f" (this run folder's costs were measured with {n} CPU threads and this process has {now}: "
-                        f"pass --threads {n}, or measure again with {now})")
+                return (
+                    f" (this run folder's costs were measured with {n} CPU threads and this process has {now}: "
+                    f"pass --threads {n}, or measure again with {now})"
+                )
         return ""
 
     def run_stage(self, stage: str) -> str:
@@ -424,7 +494,9 @@ class Pipeline:
         launcher = os.getppid()
         while not self.run.is_done(stage, h):
             if os.getppid() != launcher:  # rank 0 (Lightning's launcher) or torchrun's agent has exited
-                raise RuntimeError(f"rank {rank_zero_only.rank}: rank 0 stopped before stage {stage!r} was done")
+                raise RuntimeError(
+                    f"rank {rank_zero_only.rank}: rank 0 stopped before stage {stage!r} was done"
+                )
             time.sleep(poll_s)
 
     def run_all(self, stages: Sequence[str] = STAGES) -> None:
@@ -455,13 +527,23 @@ class Pipeline:
         cfg = dict(self.config["bld"])
         mode, budget, every = cfg.pop("mode"), cfg.pop("token_budget"), cfg.pop("checkpoint_every")
         library = self.library("library")
-        library, metrics = run_bld(parent, library, self.datamodule(), mode=mode, token_budget=budget,
-                                   ckpt_dir=self.run.stage_dir("bld") / f"ckpt-{h}", ckpt_every=every,
-                                   trainer_kwargs=self.trainer_kwargs("[bld]"), **cfg)
+        library, metrics = run_bld(
+            parent,
+            library,
+            self.datamodule(),
+            mode=mode,
+            token_budget=budget,
+            ckpt_dir=self.run.stage_dir("bld") / f"ckpt-{h}",
+            ckpt_every=every,
+            trainer_kwargs=self.trainer_kwargs("[bld]"),
+            **cfg,
+        )
         if self.is_main:  # every rank holds the same trained library
             library.save(self.run.path("bld/lib"))
             self.run.write_json("bld/bld.json", metrics)
-            shutil.rmtree(self.run.path(f"bld/ckpt-{h}"), ignore_errors=True)  # the library is saved; free the disk
+            shutil.rmtree(
+                self.run.path(f"bld/ckpt-{h}"), ignore_errors=True
+            )  # the library is saved; free the disk
         return {}
 
     def candidates(self, library: Any) -> list[Candidate]:
@@ -470,10 +552,16 @@ class Pipeline:
         out = []
         for i in range(self.parent_config.num_hidden_layers):
             if self.config["bld"]["mode"] == "decoupled":
-                out += [Candidate(i, "attention", a.name, attention=(a, library.attention_block(i, a.name)))
-                        for a in self.attention_variants() if a != pa.attention]
-                out += [Candidate(i, "ffn", f.name, ffn=(f, library.ffn_block(i, f.name)))
-                        for f in self.ffn_variants() if f != pa.ffn]
+                out += [
+                    Candidate(i, "attention", a.name, attention=(a, library.attention_block(i, a.name)))
+                    for a in self.attention_variants()
+                    if a != pa.attention
+                ]
+                out += [
+                    Candidate(i, "ffn", f.name, ffn=(f, library.ffn_block(i, f.name)))
+                    for f in self.ffn_variants()
+                    if f != pa.ffn
+                ]
                 continue
             for a in self.attention_variants():
                 for f in self.ffn_variants():
@@ -488,9 +576,15 @@ class Pipeline:
 
         parent, _ = self.parent()
         batches = self.datamodule().heldout_batches("score", self.config["score"]["tokens"])
-        scores = score_candidates(parent, self.candidates(self.library()), batches, device=self.device,
-                                  cache_dir=self.run.stage_dir("score") / "blocks", cache_tag=h,
-                                  progress=self.progress)
+        scores = score_candidates(
+            parent,
+            self.candidates(self.library()),
+            batches,
+            device=self.device,
+            cache_dir=self.run.stage_dir("score") / "blocks",
+            cache_tag=h,
+            progress=self.progress,
+        )
         self.run.write_json("score/scores.json", scores)
         # ShortGPT's block influence needs the parent's hidden states on the same batches; the last entry of HF's
         # hidden_states is after the final norm, so the last layer's raw output is taken from a hook instead.
@@ -513,20 +607,37 @@ class Pipeline:
 
         parent, _ = load_parent(self.parent_path)  # a fresh copy: measuring casts it to the scenario dtype
         mcfg = self.config["measure"]
-        table = build_cost_table(parent, self.attention_variants(), self.ffn_variants(), self.scenario(),
-                                 build_attention=build_attention_block, build_ffn=build_ffn_block,
-                                 device=self.device, probes=mcfg["probes"], warmup=mcfg["warmup"],
-                                 iters=mcfg["iters"], progress=self.progress)
-        self.run.write_json("measure/costs.json", {**table.to_dict(), "device_name": device_name(self.device)})
+        table = build_cost_table(
+            parent,
+            self.attention_variants(),
+            self.ffn_variants(),
+            self.scenario(),
+            build_attention=build_attention_block,
+            build_ffn=build_ffn_block,
+            device=self.device,
+            probes=mcfg["probes"],
+            warmup=mcfg["warmup"],
+            iters=mcfg["iters"],
+            progress=self.progress,
+        )
+        self.run.write_json(
+            "measure/costs.json", {**table.to_dict(), "device_name": device_name(self.device)}
+        )
         cal = table.calibration
-        notes = [f"parent {cal['parent_measured']['tokens_per_s']:.1f} tokens/s measured",
-                 f"skeleton (all blocks no-op) {table.skeleton['tokens_per_s']:.1f} tokens/s",
-                 f"{len(table.blocks)} blocks from {mcfg['probes']} probes"]
+        notes = [
+            f"parent {cal['parent_measured']['tokens_per_s']:.1f} tokens/s measured",
+            f"skeleton (all blocks no-op) {table.skeleton['tokens_per_s']:.1f} tokens/s",
+            f"{len(table.blocks)} blocks from {mcfg['probes']} probes",
+        ]
         if "sum_of_parts_over_measured" in cal:
-            notes.append(f"sum of the parent's lone subblocks = {cal['sum_of_parts_over_measured']:.3f} x measured")
+            notes.append(
+                f"sum of the parent's lone subblocks = {cal['sum_of_parts_over_measured']:.3f} x measured"
+            )
         if mcfg["probes"] == "blocks" and cal["additivity"]:
-            notes.append("block time / its two subblocks' alone: " + ", ".join(
-                f"{name} {r:.3f}" for name, r in cal["additivity"].items()))
+            notes.append(
+                "block time / its two subblocks' alone: "
+                + ", ".join(f"{name} {r:.3f}" for name, r in cal["additivity"].items())
+            )
         self.log("[measure] " + "; ".join(notes))
         return {}
 
@@ -538,9 +649,16 @@ class Pipeline:
     def problem(self) -> SearchProblem:
         """The MIP's input: per layer, every (attention, FFN) block with its score and measured costs."""
         scores = self.run.read_json("score/scores.json")
-        return build_problem(scores, self.cost_table(), self.attention_variants(), self.ffn_variants(),
-                             self.parent_block(), self.parent_config.num_hidden_layers,
-                             mode=self.config["bld"]["mode"], objective=self.config["score"]["objective"])
+        return build_problem(
+            scores,
+            self.cost_table(),
+            self.attention_variants(),
+            self.ffn_variants(),
+            self.parent_block(),
+            self.parent_config.num_hidden_layers,
+            mode=self.config["bld"]["mode"],
+            objective=self.config["score"]["objective"],
+        )
 
     def stage_search(self, h: str) -> dict[str, Any]:
         full = self.problem()
@@ -552,8 +670,11 @@ class Pipeline:
             raise ConfigError(f"search.exclude_blocks: {e}") from None
         parent_tps = table.calibration["parent_measured"]["tokens_per_s"]
         match_baselines = self.config["search"]["match_baselines"]
-        blocks = {BlockConfig(a, f).name: BlockConfig(a, f) for a in self.attention_variants()
-                  for f in self.ffn_variants()}
+        blocks = {
+            BlockConfig(a, f).name: BlockConfig(a, f)
+            for a in self.attention_variants()
+            for f in self.ffn_variants()
+        }
         solutions: dict[str, dict[str, Any]] = {}
         skipped: dict[str, str] = {}
         for target in self.config["targets"]:
@@ -568,7 +689,9 @@ class Pipeline:
             for method in self.config["baselines"]:
                 try:
                     sol = self._baseline(method, full, budget)
-                except InfeasibleTargetError as e:  # a coarse baseline missing the target must not stop the run
+                except (
+                    InfeasibleTargetError
+                ) as e:  # a coarse baseline missing the target must not stop the run
                     skipped[f"{method}-{label}"] = str(e)
                     self.log(f"[search] {method}-{label} skipped: {e}")
                     continue
@@ -577,12 +700,16 @@ class Pipeline:
                     continue
                 try:
                     self._match_baseline(problem, sol, method, label, blocks, table, solutions)
-                except InfeasibleTargetError as e:  # only when search.exclude_blocks took the baseline's blocks
+                except (
+                    InfeasibleTargetError
+                ) as e:  # only when search.exclude_blocks took the baseline's blocks
                     skipped[f"puzzle-{label}-at-{method}"] = str(e)
                     self.log(f"[search] puzzle-{label}-at-{method} skipped: {e}")
         for name, rec in solutions.items():
-            self.log(f"[search] {name}: predicted {rec['predicted']['tokens_per_s']:.1f} tokens/s "
-                     f"(target {rec['target_tokens_per_s']:.1f}), objective {rec['objective']:.4f}")
+            self.log(
+                f"[search] {name}: predicted {rec['predicted']['tokens_per_s']:.1f} tokens/s "
+                f"(target {rec['target_tokens_per_s']:.1f}), objective {rec['objective']:.4f}"
+            )
         self.run.write_json("search/solutions.json", solutions)
         self.run.write_json("search/skipped.json", skipped)
         return {"children": sorted(solutions)}
@@ -594,26 +721,46 @@ class Pipeline:
         scfg = self.config["search"]
         return solve(problem, budgets=budget, solver=scfg["solver"], time_limit_s=scfg["time_limit_s"])[0]
 
-    def _match_baseline(self, problem: SearchProblem, baseline: Solution, method: str, label: str,
-                        blocks: Mapping[str, BlockConfig], table: CostTable, solutions: dict[str, Any]) -> None:
+    def _match_baseline(
+        self,
+        problem: SearchProblem,
+        baseline: Solution,
+        method: str,
+        label: str,
+        blocks: Mapping[str, BlockConfig],
+        table: CostTable,
+        solutions: dict[str, Any],
+    ) -> None:
         """Puzzle at the baseline's predicted (or measured, search.match_by) runtime, unless that child is already
         in `solutions`."""
         runtime = baseline.costs["runtime_ms"]
-        sol = self._solve(problem, {"runtime_ms": runtime})  # the baseline meets it, unless its blocks are excluded
+        sol = self._solve(
+            problem, {"runtime_ms": runtime}
+        )  # the baseline meets it, unless its blocks are excluded
         match: dict[str, Any] = {"by": "predicted"}
         if self.config["search"]["match_by"] == "measured":
             sol, match = self._match_measured(problem, baseline, sol, f"{method}-{label}", blocks)
             runtime = match["runtime_budget_ms"]
-        same = next((k for k, v in solutions.items() if v["method"] == "puzzle" and v["choice"] == sol.choice), None)
+        same = next(
+            (k for k, v in solutions.items() if v["method"] == "puzzle" and v["choice"] == sol.choice), None
+        )
         if same is not None:
             self.log(f"[search] puzzle at {method}-{label}'s runtime is {same}")
             return
         solutions[f"puzzle-{label}-at-{method}"] = {
             **_solution_record(sol, blocks, "puzzle", label, table.scenario.tokens_per_s(runtime), table),
-            "matched": f"{method}-{label}", "match": match}
+            "matched": f"{method}-{label}",
+            "match": match,
+        }
 
-    def _match_measured(self, problem: SearchProblem, baseline: Solution, twin: Solution, name: str,
-                        blocks: Mapping[str, BlockConfig]) -> tuple[Solution, dict[str, Any]]:
+    def _match_measured(
+        self,
+        problem: SearchProblem,
+        baseline: Solution,
+        twin: Solution,
+        name: str,
+        blocks: Mapping[str, BlockConfig],
+    ) -> tuple[Solution, dict[str, Any]]:
         """The Puzzle child whose *measured* runtime is closest to the baseline's: the cost model's error differs
         between architectures (on the AMD VMs, twins without attention in many layers ran 6-16% faster than
         ShortGPT's child of the same prediction), so equal predictions are not equal speeds. Each round times the
@@ -633,14 +780,26 @@ class Pipeline:
         twins: list[Solution] = []
         budget = baseline.costs["runtime_ms"]
         for _ in range(scfg["match_rounds"]):
-            measured = measure_generations({"baseline": reference, "twin": model(twin)}, self.scenario(),
-                                           device=self.device, warmup=1, iters=scfg["match_iters"])
+            measured = measure_generations(
+                {"baseline": reference, "twin": model(twin)},
+                self.scenario(),
+                device=self.device,
+                warmup=1,
+                iters=scfg["match_iters"],
+            )
             ratio = runtime_ratio(measured, "twin", "baseline")
-            rounds.append({"runtime_budget_ms": budget, "predicted_runtime_ms": twin.costs["runtime_ms"],
-                           "measured_over_baseline": ratio})
+            rounds.append(
+                {
+                    "runtime_budget_ms": budget,
+                    "predicted_runtime_ms": twin.costs["runtime_ms"],
+                    "measured_over_baseline": ratio,
+                }
+            )
             twins.append(twin)
-            self.log(f"[search] twin of {name} at {budget:.1f} ms predicted budget: measured {ratio:.3f}x the "
-                     f"baseline's runtime")
+            self.log(
+                f"[search] twin of {name} at {budget:.1f} ms predicted budget: measured {ratio:.3f}x the "
+                f"baseline's runtime"
+            )
             if abs(ratio - 1) <= scfg["match_tolerance"]:
                 break
             budget = twin.costs["runtime_ms"] / ratio  # where the twin should measure the baseline's runtime
@@ -659,19 +818,25 @@ class Pipeline:
         from puzzle.baselines import shortgpt_choice, uniform_choice
 
         if method == "uniform":
-            allowed = {n for row in problem.variant_names for n in row if "linear" not in n and "no_op" not in n}
+            allowed = {
+                n for row in problem.variant_names for n in row if "linear" not in n and "no_op" not in n
+            }
             return uniform_choice(problem, budget, allowed_variants=sorted(allowed))
         bi = np.asarray(self.run.read_json("score/block_influence.json"))
         no_op = BlockConfig(AttentionConfig(no_op=True), FFNConfig(no_op=True)).name
-        return shortgpt_choice(problem, bi, budget, parent_variant=self.parent_block().name, drop_variant=no_op)
+        return shortgpt_choice(
+            problem, bi, budget, parent_variant=self.parent_block().name, drop_variant=no_op
+        )
 
     def solutions(self) -> dict[str, dict[str, Any]]:
         return self.run.read_json("search/solutions.json")
 
     def block_configs(self, record: Mapping[str, Any]) -> list[BlockConfig]:
         c = self.parent_config
-        return [BlockConfig.from_dict(d, hidden_size=c.hidden_size, num_attention_heads=c.num_attention_heads)
-                for d in record["blocks"]]
+        return [
+            BlockConfig.from_dict(d, hidden_size=c.hidden_size, num_attention_heads=c.num_attention_heads)
+            for d in record["blocks"]
+        ]
 
     def stage_realize(self, h: str) -> dict[str, Any]:
         from puzzle.realize import realize
@@ -699,8 +864,7 @@ class Pipeline:
 
     def gkd_key(self, record: Mapping[str, Any]) -> str:
         """What a distilled child depends on: the realised child and the GKD settings."""
-        return config_hash({"child": self.child_key(record),
-                            "config": self.stage_config("gkd")})
+        return config_hash({"child": self.child_key(record), "config": self.stage_config("gkd")})
 
     def load_child(self, stage: str, name: str) -> Any:
         from puzzle.modeling_decilm import DeciLMForCausalLM
@@ -721,7 +885,9 @@ class Pipeline:
         solutions = self.solutions()
         unknown = [n for n in names if n not in solutions]
         if unknown:
-            raise ConfigError(f"no child {unknown} in search/solutions.json; children: {', '.join(solutions)}")
+            raise ConfigError(
+                f"no child {unknown} in search/solutions.json; children: {', '.join(solutions)}"
+            )
         parent, _ = self.parent()
         cfg = dict(self.config["gkd"])
         budget, every = cfg.pop("token_budget"), cfg.pop("checkpoint_every")
@@ -736,17 +902,27 @@ class Pipeline:
                 continue
             student = self.load_child("realize", name)
             ckpt_dir = self.run.stage_dir("gkd") / f".ckpt-{name}-{key}"
-            metrics = run_gkd(student, parent, self.datamodule(), token_budget=budget, ckpt_dir=ckpt_dir,
-                              checkpoint_every=every, seed=self.config["seed"],
-                              trainer_kwargs=self.trainer_kwargs(f"[gkd] {name}"), **cfg)
+            metrics = run_gkd(
+                student,
+                parent,
+                self.datamodule(),
+                token_budget=budget,
+                ckpt_dir=ckpt_dir,
+                checkpoint_every=every,
+                seed=self.config["seed"],
+                trainer_kwargs=self.trainer_kwargs(f"[gkd] {name}"),
+                **cfg,
+            )
             if not self.is_main:  # every rank holds the same trained child; rank 0 saves it
                 continue
             with self.run.atomic_dir(f"gkd/{name}") as tmp:
                 student.cpu().save_pretrained(tmp)
                 (tmp / "gkd.json").write_text(json.dumps({"child_key": key, **metrics}, indent=2))
             shutil.rmtree(ckpt_dir, ignore_errors=True)  # the trained child is saved; checkpoints are large
-            self.log(f"[gkd] {name}: loss {metrics.get('first_loss', float('nan')):.4f} -> "
-                     f"{metrics.get('last_loss', float('nan')):.4f} in {metrics['steps']} steps")
+            self.log(
+                f"[gkd] {name}: loss {metrics.get('first_loss', float('nan')):.4f} -> "
+                f"{metrics.get('last_loss', float('nan')):.4f} in {metrics['steps']} steps"
+            )
 
     def predicted_runtimes(self) -> dict[str, float]:
         """The search's predicted runtime (ms) of every child, and the parent's as timed by the measure stage."""
@@ -764,19 +940,37 @@ class Pipeline:
         ecfg = self.config["evaluate"]
         batches = self.datamodule().heldout_batches("test", ecfg["tokens"])
         self.log("[evaluate] timing the parent and the children in a fresh process")
-        costs = measure_in_fresh_process(self.parent_path, {name: self.run.path(f"{stage}/{name}") for name in names},
-                                         self.scenario(), device=self.device, warmup=ecfg["warmup"],
-                                         iters=ecfg["iters"])
+        costs = measure_in_fresh_process(
+            self.parent_path,
+            {name: self.run.path(f"{stage}/{name}") for name in names},
+            self.scenario(),
+            device=self.device,
+            warmup=ecfg["warmup"],
+            iters=ecfg["iters"],
+        )
         children = {name: self.load_child(stage, name) for name in names}
-        return evaluate_models(children, parent, batches, self.scenario(), device=self.device,
-                               predicted_runtime_ms=self.predicted_runtimes(), progress=self.progress, costs=costs)
+        return evaluate_models(
+            children,
+            parent,
+            batches,
+            self.scenario(),
+            device=self.device,
+            predicted_runtime_ms=self.predicted_runtimes(),
+            progress=self.progress,
+            costs=costs,
+        )
 
     def stage_evaluate(self, h: str) -> dict[str, Any]:
         solutions = self.solutions()
         results = self.evaluate_children("gkd", list(solutions))
         for name, rec in solutions.items():
-            results[name].update({"method": rec["method"], "target": rec["target"],
-                                  "target_tokens_per_s": rec["target_tokens_per_s"]})
+            results[name].update(
+                {
+                    "method": rec["method"],
+                    "target": rec["target"],
+                    "target_tokens_per_s": rec["target_tokens_per_s"],
+                }
+            )
         self.run.write_json("evaluate/evaluate.json", results)
         self.log(format_results(results))
         return {}
@@ -803,9 +997,17 @@ def _search_space(d: Mapping[str, Any]) -> Any:
     return SearchSpace.from_dict(dict(d))
 
 
-def build_problem(scores: Mapping[str, Mapping[str, float]], table: CostTable, attention: Sequence[AttentionConfig],
-                  ffn: Sequence[FFNConfig], parent_block: BlockConfig, num_layers: int, *, mode: str,
-                  objective: str = "kl") -> SearchProblem:
+def build_problem(
+    scores: Mapping[str, Mapping[str, float]],
+    table: CostTable,
+    attention: Sequence[AttentionConfig],
+    ffn: Sequence[FFNConfig],
+    parent_block: BlockConfig,
+    num_layers: int,
+    *,
+    mode: str,
+    objective: str = "kl",
+) -> SearchProblem:
     """SearchProblem with one row per layer and one column per (attention, FFN) block.
 
     Costs of a block: from the measure stage (`costs.measure_blocks`), the same in every layer. Scores: coupled mode
@@ -827,44 +1029,64 @@ def build_problem(scores: Mapping[str, Mapping[str, float]], table: CostTable, a
                 score[i, j] = m[objective] if m else np.nan
             else:
                 total = base
-                for kind, sub, par in (("attention", b.attention, parent_block.attention),
-                                       ("ffn", b.ffn, parent_block.ffn)):
+                for kind, sub, par in (
+                    ("attention", b.attention, parent_block.attention),
+                    ("ffn", b.ffn, parent_block.ffn),
+                ):
                     if sub != par:
                         m = scores.get(f"{i:03d}-{kind}-{sub.name}")
                         total += (m[objective] - base) if m else np.nan
                 score[i, j] = total
-    costs = {k: np.array([[table.block(b.attention.name, b.ffn.name)[k] for b in blocks]] * num_layers)
-             for k in ("runtime_ms", "memory_mib", "params")}
+    costs = {
+        k: np.array([[table.block(b.attention.name, b.ffn.name)[k] for b in blocks]] * num_layers)
+        for k in ("runtime_ms", "memory_mib", "params")
+    }
     fixed = table.fixed()
     return SearchProblem(names, score, costs, {k: fixed[k] for k in costs}, sense)
 
 
-def _solution_record(sol: Solution, blocks: Mapping[str, BlockConfig], method: str, label: str, tps: float,
-                     table: CostTable) -> dict[str, Any]:
+def _solution_record(
+    sol: Solution, blocks: Mapping[str, BlockConfig], method: str, label: str, tps: float, table: CostTable
+) -> dict[str, Any]:
     chosen = [blocks[n] for n in sol.names]
     predicted = table.predict([(b.attention.name, b.ffn.name) for b in chosen])
-    return {"method": method, "target": label, "target_tokens_per_s": tps, "objective": sol.objective,
-            "names": sol.names, "choice": sol.choice, "blocks": [b.to_dict() for b in chosen],
-            "predicted": predicted,
-            "solver": sol.solver, "optimal": sol.optimal, "solve_time_s": sol.solve_time_s}
+    return {
+        "method": method,
+        "target": label,
+        "target_tokens_per_s": tps,
+        "objective": sol.objective,
+        "names": sol.names,
+        "choice": sol.choice,
+        "blocks": [b.to_dict() for b in chosen],
+        "predicted": predicted,
+        "solver": sol.solver,
+        "optimal": sol.optimal,
+        "solve_time_s": sol.solve_time_s,
+    }
 
 
 def _infeasible_in_tps(message: str, problem: SearchProblem, table: CostTable, label: str, tps: float) -> str:
     cheapest_ms, _ = problem.cost_range("runtime_ms")
     best = table.scenario.tokens_per_s(cheapest_ms)
-    return (f"throughput target {label} = {tps:.1f} tokens/s is not reachable with this search space: the cheapest "
-            f"achievable child runs at {best:.1f} tokens/s (runtime {cheapest_ms:.2f} ms for batch "
-            f"{table.scenario.batch} x {table.scenario.decode} tokens).\n{message}")
+    return (
+        f"throughput target {label} = {tps:.1f} tokens/s is not reachable with this search space: the cheapest "
+        f"achievable child runs at {best:.1f} tokens/s (runtime {cheapest_ms:.2f} ms for batch "
+        f"{table.scenario.batch} x {table.scenario.decode} tokens).\n{message}"
+    )
 
 
 def format_results(results: Mapping[str, Mapping[str, float]]) -> str:
     """One line per model: quality and measured throughput."""
-    head = (f"{'model':<22}{'top1 acc':>9}{'retain':>8}{'agree':>7}{'KL':>8}{'ppl':>9}{'tok/s':>9}{'speedup':>8}"
-            f"{'pred/meas':>10}")
+    head = (
+        f"{'model':<22}{'top1 acc':>9}{'retain':>8}{'agree':>7}{'KL':>8}{'ppl':>9}{'tok/s':>9}{'speedup':>8}"
+        f"{'pred/meas':>10}"
+    )
     lines = [head]
     for name, r in results.items():
-        lines.append(f"{name:<22}{r['top1_accuracy']:>9.4f}{r['top1_accuracy_retention']:>8.3f}"
-                     f"{r['top1_agreement']:>7.3f}{r['kl']:>8.4f}{r['perplexity']:>9.2f}"
-                     f"{r['measured_tokens_per_s']:>9.1f}{r['speedup']:>8.3f}"
-                     f"{r.get('predicted_over_measured', float('nan')):>10.3f}")
+        lines.append(
+            f"{name:<22}{r['top1_accuracy']:>9.4f}{r['top1_accuracy_retention']:>8.3f}"
+            f"{r['top1_agreement']:>7.3f}{r['kl']:>8.4f}{r['perplexity']:>9.2f}"
+            f"{r['measured_tokens_per_s']:>9.1f}{r['speedup']:>8.3f}"
+            f"{r.get('predicted_over_measured', float('nan')):>10.3f}"
+        )
     return "\n".join(lines)

@@ -18,10 +18,14 @@ class LogProgress(L.Callback):
         self._start, self._first_step = 0.0, 0
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start, self._first_step = time.perf_counter(), trainer.global_step  # a resumed fit starts mid-way
+        self._start, self._first_step = (
+            time.perf_counter(),
+            trainer.global_step,
+        )  # a resumed fit starts mid-way
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step, total = trainer.global_step, trainer.max_steps
         if total <= 0 or (step % max(1, total // self.lines) and step != total):
             return
@@ -30,5 +34,7 @@ class LogProgress(L.Callback):
         left = f", ~{elapsed / done * (total - step) / 60:.0f} min left" if done else ""
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         loss_text = f", loss {float(loss):.4f}" if loss is not None else ""
-        self.emit(f"{self.prefix} step {step}/{total} ({100 * step / total:.0f}%){loss_text}, "
-                  f"{elapsed / 60:.1f} min{left}")
+        self.emit(
+            f"{self.prefix} step {step}/{total} ({100 * step / total:.0f}%){loss_text}, "
+            f"{elapsed / 60:.1f} min{left}"
+        )

@@ -15,15 +15,19 @@ from .library import BlockLibrary
 from .modeling_decilm import DeciLMForCausalLM
 
 
-def realize(parent: DeciLMForCausalLM, choices: list[BlockConfig], library: BlockLibrary) -> DeciLMForCausalLM:
+def realize(
+    parent: DeciLMForCausalLM, choices: list[BlockConfig], library: BlockLibrary
+) -> DeciLMForCausalLM:
     """Child whose layer i is `choices[i]`, weights from `library`."""
     n = parent.config.num_hidden_layers
     if len(choices) != n:
         raise ValueError(f"got {len(choices)} block choices for a parent with {n} layers; give one per layer")
     for i, block in enumerate(choices):
         if block.attention.name not in library.attention_names or block.ffn.name not in library.ffn_names:
-            raise ValueError(f"layer {i}: block {block.name} is not in the library (attention variants "
-                             f"{library.attention_names}, ffn variants {library.ffn_names})")
+            raise ValueError(
+                f"layer {i}: block {block.name} is not in the library (attention variants "
+                f"{library.attention_names}, ffn variants {library.ffn_names})"
+            )
     param = next(parent.parameters())
     child = copy.deepcopy(parent)
     for i, block in enumerate(choices):

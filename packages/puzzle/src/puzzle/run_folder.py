@@ -89,8 +89,11 @@ class RunFolder:
     def mark_done(self, stage: str, inputs_hash: str, **info: Any) -> None:
         """Record a finished stage with the hash of what it was computed from and the sha256 of its artifacts."""
         stage_dir = self.stage_dir(stage)
-        artifacts = {str(p.relative_to(self.root)): file_hash(p)
-                     for p in sorted(stage_dir.rglob("*")) if p.is_file() and not p.name.startswith(".")}
+        artifacts = {
+            str(p.relative_to(self.root)): file_hash(p)
+            for p in sorted(stage_dir.rglob("*"))
+            if p.is_file() and not p.name.startswith(".")
+        }
         manifest = self.manifest()
         manifest["stages"][stage] = {
             "inputs_hash": inputs_hash,

@@ -52,7 +52,9 @@ class Candidate:
         return "parent" if self.kind == "parent" else f"{self.layer:03d}-{self.kind}-{self.name}"
 
     def modules(self) -> list[nn.Module]:
-        return [m for side in (self.attention, self.ffn) if side is not None for m in side[1:] if m is not None]
+        return [
+            m for side in (self.attention, self.ffn) if side is not None for m in side[1:] if m is not None
+        ]
 
 
 @contextmanager
@@ -100,15 +102,22 @@ def mean_metrics(sums: Sequence[Mapping[str, float]]) -> dict[str, float]:
 
 
 @torch.inference_mode()
-def parent_log_probs(model: nn.Module, batches: Sequence[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+def parent_log_probs(
+    model: nn.Module, batches: Sequence[torch.Tensor], device: torch.device
+) -> list[torch.Tensor]:
     """The parent's log-probs for each batch, on the CPU (computed once, reused for every candidate)."""
     return [F.log_softmax(logits_of(model, ids.to(device)), dim=-1).cpu() for ids in batches]
 
 
 @torch.inference_mode()
-def score_candidate(model: nn.Module, candidate: Candidate, batches: Sequence[torch.Tensor],
-                    parent_logp: Sequence[torch.Tensor], device: torch.device,
-                    layer_inputs: Sequence[torch.Tensor]) -> dict[str, float]:
+def score_candidate(
+    model: nn.Module,
+    candidate: Candidate,
+    batches: Sequence[torch.Tensor],
+    parent_logp: Sequence[torch.Tensor],
+    device: torch.device,
+    layer_inputs: Sequence[torch.Tensor],
+) -> dict[str, float]:
     """Metrics of the parent with `candidate` swapped in; `layer_inputs` = the parent's input to its layer, per batch."""
     with swapped(model, candidate):
         sums = []
@@ -164,8 +173,13 @@ def score_candidates(
         for module in cand.modules():
             module.to(device).eval()
         metrics = score_candidate(model, cand, batches, parent_logp, device, inputs)
-        record = {"cache_tag": cache_tag, "layer": cand.layer, "kind": cand.kind, "name": cand.name,
-                  "metrics": metrics}
+        record = {
+            "cache_tag": cache_tag,
+            "layer": cand.layer,
+            "kind": cand.kind,
+            "name": cand.name,
+            "metrics": metrics,
+        }
         write_atomic(cache_dir / f"{cand.key}.json", json.dumps(record, indent=2, sort_keys=True))
         results[cand.key] = metrics
         if on_scored is not None:

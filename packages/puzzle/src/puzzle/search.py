@@ -133,13 +133,24 @@ class SearchProblem:
         for pattern in patterns:
             hit = np.array([[fnmatch.fnmatchcase(n, pattern) for n in row] for row in self.variant_names])
             if not (hit & self.available).any():
-                names = {n for row, ok in zip(self.variant_names, self.available, strict=True)
-                         for n, a in zip(row, ok, strict=True) if a}
-                raise ValueError(f"exclusion pattern {pattern!r} matches none of the available variants "
-                                 f"({', '.join(sorted(names))})")
+                names = {
+                    n
+                    for row, ok in zip(self.variant_names, self.available, strict=True)
+                    for n, a in zip(row, ok, strict=True)
+                    if a
+                }
+                raise ValueError(
+                    f"exclusion pattern {pattern!r} matches none of the available variants "
+                    f"({', '.join(sorted(names))})"
+                )
             excluded |= hit
-        return SearchProblem(self.variant_names, np.where(excluded, np.nan, self.scores), self.costs,
-                             self.fixed_costs, self.score_sense)
+        return SearchProblem(
+            self.variant_names,
+            np.where(excluded, np.nan, self.scores),
+            self.costs,
+            self.fixed_costs,
+            self.score_sense,
+        )
 
     def solution_for(self, choice: Sequence[int], **extra: Any) -> Solution:
         """Evaluate a choice (variant index per layer): objective = sum_i s[i, c_i], totals incl. fixed costs."""
@@ -222,7 +233,9 @@ def _solver(name: SolverName, time_limit_s: float, mip_gap: float) -> tuple[pulp
     # gapAbs=0: both solvers' default absolute gaps (1e-6 in HiGHS) are not small next to KL sums of ~0.1.
     highs = pulp.HiGHS(msg=False, timeLimit=time_limit_s, gapRel=mip_gap, gapAbs=0.0)
     if name == "highs" and not highs.available():
-        raise ValueError("solver='highs' needs the highspy package: pip install highspy (or use solver='cbc')")
+        raise ValueError(
+            "solver='highs' needs the highspy package: pip install highspy (or use solver='cbc')"
+        )
     if name == "highs":
         return highs, "highs"
     if name not in ("auto", "cbc"):
@@ -259,16 +272,22 @@ def _infeasible_message(
     return "\n".join(lines)
 
 
-def _check_targets(problem: SearchProblem, budgets: Mapping[str, float], minimums: Mapping[str, float]) -> None:
+def _check_targets(
+    problem: SearchProblem, budgets: Mapping[str, float], minimums: Mapping[str, float]
+) -> None:
     unknown = (set(budgets) | set(minimums)) - set(problem.costs)
     if unknown:
-        raise ValueError(f"budget names {sorted(unknown)} are not costs of the problem {sorted(problem.costs)}")
+        raise ValueError(
+            f"budget names {sorted(unknown)} are not costs of the problem {sorted(problem.costs)}"
+        )
     for name in set(budgets) | set(minimums):
         lo, hi = problem.cost_range(name)
         b = budgets.get(name, math.inf)
         m = minimums.get(name, -math.inf)
         if b < lo or m > hi or m > b:
-            raise InfeasibleTargetError(_infeasible_message(problem, budgets, minimums, f"{name} out of reach"))
+            raise InfeasibleTargetError(
+                _infeasible_message(problem, budgets, minimums, f"{name} out of reach")
+            )
 
 
 def _binary(prob: pulp.LpProblem, name: str) -> pulp.LpVariable:
@@ -300,7 +319,9 @@ def solve(
     if num_solutions < 1:
         raise ValueError(f"num_solutions must be >= 1, got {num_solutions}")
     if not 1 <= diversity <= L:
-        raise ValueError(f"diversity must be in [1, {L}] (number of layers that must differ), got {diversity}")
+        raise ValueError(
+            f"diversity must be in [1, {L}] (number of layers that must differ), got {diversity}"
+        )
     _check_targets(problem, budgets, minimums)
     lp_solver, solver_name = _solver(solver, time_limit_s, mip_gap)
 
@@ -317,7 +338,9 @@ def solve(
         c = problem.costs[name][avail]
         scales[name] = float(np.abs(c).max()) or 1.0
         coefs[name] = (c / scales[name]).tolist()
-    tighten = dict.fromkeys(constrained, 0.0)  # repair margin after a tolerance-sized overshoot (original units)
+    tighten = dict.fromkeys(
+        constrained, 0.0
+    )  # repair margin after a tolerance-sized overshoot (original units)
     cuts: list[list[int]] = []
     sense = pulp.LpMinimize if problem.score_sense == "min" else pulp.LpMaximize
 
@@ -326,22 +349,35 @@ def solve(
         x = [_binary(prob, f"x_{i}_{j}") for i, j in np.argwhere(avail).tolist()]
         prob += pulp.LpAffineExpression(zip(x, objective, strict=True))
         for i, ks in enumerate(layer_vars):
-            prob += pulp.LpConstraint(pulp.LpAffineExpression((x[k], 1.0) for k in ks), pulp.LpConstraintEQ,
-                                      f"one_{i}", 1.0)
+            prob += pulp.LpConstraint(
+                pulp.LpAffineExpression((x[k], 1.0) for k in ks), pulp.LpConstraintEQ, f"one_{i}", 1.0
+            )
         for name in constrained:
             fixed, scale = problem.fixed_costs[name], scales[name]
             if name in budgets:
                 rhs = (budgets[name] - fixed - tighten[name]) / scale
-                prob += pulp.LpConstraint(pulp.LpAffineExpression(zip(x, coefs[name], strict=True)), pulp.LpConstraintLE,
-                                          f"budget_{name}", rhs)
+                prob += pulp.LpConstraint(
+                    pulp.LpAffineExpression(zip(x, coefs[name], strict=True)),
+                    pulp.LpConstraintLE,
+                    f"budget_{name}",
+                    rhs,
+                )
             if name in minimums:
                 rhs = (minimums[name] - fixed + tighten[name]) / scale
-                prob += pulp.LpConstraint(pulp.LpAffineExpression(zip(x, coefs[name], strict=True)), pulp.LpConstraintGE,
-                                          f"minimum_{name}", rhs)
+                prob += pulp.LpConstraint(
+                    pulp.LpAffineExpression(zip(x, coefs[name], strict=True)),
+                    pulp.LpConstraintGE,
+                    f"minimum_{name}",
+                    rhs,
+                )
         # Diversity: the next solution shares at most L - d of each earlier one's (layer, variant) pairs.
         for n, cut in enumerate(cuts):
-            prob += pulp.LpConstraint(pulp.LpAffineExpression((x[k], 1.0) for k in cut), pulp.LpConstraintLE,
-                                      f"diverse_{n}", float(L - diversity))
+            prob += pulp.LpConstraint(
+                pulp.LpAffineExpression((x[k], 1.0) for k in cut),
+                pulp.LpConstraintLE,
+                f"diverse_{n}",
+                float(L - diversity),
+            )
         return prob, x
 
     rows = np.arange(L)
@@ -355,7 +391,9 @@ def solve(
         if prob.status == pulp.LpStatusInfeasible or prob.sol_status == pulp.LpSolutionInfeasible:
             if not solutions:
                 raise InfeasibleTargetError(
-                    _infeasible_message(problem, budgets, minimums, "each bound is reachable alone, not together")
+                    _infeasible_message(
+                        problem, budgets, minimums, "each bound is reachable alone, not together"
+                    )
                 )
             warnings.warn(
                 f"only {len(solutions)} of {num_solutions} solutions differ pairwise in >= {diversity} layers "
@@ -408,7 +446,9 @@ def sweep(
     out: list[Solution] = []
     for budgets in budgets_list:
         try:
-            out.extend(solve(problem, budgets=budgets, minimums=minimums, solver=solver, time_limit_s=time_limit_s))
+            out.extend(
+                solve(problem, budgets=budgets, minimums=minimums, solver=solver, time_limit_s=time_limit_s)
+            )
         except InfeasibleTargetError as e:
             if on_infeasible == "raise":
                 raise
@@ -416,7 +456,9 @@ def sweep(
     return out
 
 
-def pareto_front(points: Sequence[Sequence[float]] | np.ndarray, *, score_sense: ScoreSense = "min") -> list[int]:
+def pareto_front(
+    points: Sequence[Sequence[float]] | np.ndarray, *, score_sense: ScoreSense = "min"
+) -> list[int]:
     """Indices of the non-dominated (cost, score) points, sorted by cost.
 
     Lower cost is better; the score is better when lower (score_sense="min") or higher ("max"). q dominates p when
@@ -436,14 +478,30 @@ def pareto_front(points: Sequence[Sequence[float]] | np.ndarray, *, score_sense:
 
 
 # Synthetic library shaped like the published 70B one: 6 attention x 9 FFN subblock kinds, KL-like scores.
-_ATTN = [("gqa_kv8", 1.0), ("gqa_kv4", 0.5), ("gqa_kv2", 0.25), ("gqa_kv1", 0.125), ("linear", -1.0),
-         ("no_op", 0.0)]
-_FFN = [("ffn_100", 1.0), ("ffn_75", 0.75), ("ffn_62", 0.62), ("ffn_50", 0.5), ("ffn_25", 0.25), ("ffn_20", 0.2),
-        ("ffn_10", 0.1), ("linear", -1.0), ("no_op", 0.0)]
+_ATTN = [
+    ("gqa_kv8", 1.0),
+    ("gqa_kv4", 0.5),
+    ("gqa_kv2", 0.25),
+    ("gqa_kv1", 0.125),
+    ("linear", -1.0),
+    ("no_op", 0.0),
+]
+_FFN = [
+    ("ffn_100", 1.0),
+    ("ffn_75", 0.75),
+    ("ffn_62", 0.62),
+    ("ffn_50", 0.5),
+    ("ffn_25", 0.25),
+    ("ffn_20", 0.2),
+    ("ffn_10", 0.1),
+    ("linear", -1.0),
+    ("no_op", 0.0),
+]
 
 
-def synthetic_problem(layers: int = 80, variants: int = 16, seed: int = 0, *, nan_fraction: float = 0.02
-                      ) -> SearchProblem:
+def synthetic_problem(
+    layers: int = 80, variants: int = 16, seed: int = 0, *, nan_fraction: float = 0.02
+) -> SearchProblem:
     """A realistic random block library: variant 0 is the parent block (score 0), one variant is no_op/no_op
     (all costs 0), the rest are random (attention, FFN) pairs; KL scores grow as blocks get cheaper, scaled by a
     per-layer sensitivity (first and last layers most sensitive); a few non-parent, non-no-op entries are NaN.
@@ -464,7 +522,9 @@ def synthetic_problem(layers: int = 80, variants: int = 16, seed: int = 0, *, na
     attn_params = np.where(kv > 0, 2.0 + 0.25 * kv, np.where(kv < 0, 1.0, 0.0)) * hidden**2
     ffn_params = np.where(ff > 0, 10.5 * ff, np.where(ff < 0, 1.0, 0.0)) * hidden**2
     params = attn_params + ffn_params
-    kv_cache_mib = np.where(kv > 0, kv * 256 * 1200 * 2 * 8 * 128 * 2 / 2**20, 0.0)  # batch 256, seq 1200, bf16
+    kv_cache_mib = np.where(
+        kv > 0, kv * 256 * 1200 * 2 * 8 * 128 * 2 / 2**20, 0.0
+    )  # batch 256, seq 1200, bf16
     runtime = 0.002 * params / hidden**2 + 0.05 * np.maximum(kv, 0.0)
 
     attn_loss = np.where(kv > 0, 0.3 * (1 - kv) ** 1.5, np.where(kv < 0, 0.6, 1.0))
@@ -487,6 +547,10 @@ def synthetic_problem(layers: int = 80, variants: int = 16, seed: int = 0, *, na
         variant_names=[list(names) for _ in range(layers)],
         scores=scores,
         costs=costs,
-        fixed_costs={"runtime_ms": 0.05 * layers * runtime[0], "params": embed, "memory_mib": embed * 2 / 2**20},
+        fixed_costs={
+            "runtime_ms": 0.05 * layers * runtime[0],
+            "params": embed,
+            "memory_mib": embed * 2 / 2**20,
+        },
         score_sense="min",
     )
