@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.registry import PROFILES, Task, select_tasks
@@ -55,7 +56,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser, task_names: list[str] |
     )
 
 
-def run_bench(args: argparse.Namespace, tasks: list[Task], load_errors: list[str] = ()) -> int:
+def run_bench(args: argparse.Namespace, tasks: list[Task], load_errors: Sequence[str] = ()) -> int:
     """Run the tasks ``args.only`` picks from ``tasks``, write the report, print a summary; the exit status."""
     from benchmarks.report import summary_lines, write_report
 

@@ -204,10 +204,10 @@ class _PeakMemory:
             yield
             self.peak_mb = (torch.cuda.max_memory_allocated(self.device) - base) / 2**20
             return
-        base = _proc_status_kb("VmRSS") if _reset_rss_peak() else None
+        rss: int | None = _proc_status_kb("VmRSS") if _reset_rss_peak() else None
         yield
-        if base is not None:
-            self.peak_mb = max(0.0, (_proc_status_kb("VmHWM") - base) / 1024)
+        if rss is not None:
+            self.peak_mb = max(0.0, (_proc_status_kb("VmHWM") - rss) / 1024)
 
 
 def _reset_rss_peak() -> bool:

@@ -38,7 +38,7 @@ class FoolboxSamples(Source):
     def install(self, tree: Path, out: Path) -> None:
         samples = {p.name: p for p in tree.rglob("*") if FILE_NAME.match(p.name) and p.is_file()}
         for dataset in DATASETS:
-            count = sum(1 for name in samples if FILE_NAME.match(name).group(1) == dataset)
+            count = sum(1 for name in samples if (m := FILE_NAME.match(name)) and m.group(1) == dataset)
             if count != PER_DATASET:
                 raise SourceMissingError(
                     f"found {count} {dataset} images, expected {PER_DATASET} ({dataset}_INDEX_LABEL.png); "

@@ -17,12 +17,14 @@ attributes (class, dim, ...) are dropped: data sets here do not need them.
 
 from __future__ import annotations
 
+import builtins
 import bz2
 import gzip
 import lzma
 import math
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +107,7 @@ class _Reader:
                 return dict(zip(names, value, strict=True))
         return value
 
-    def pairlist(self, flags: int) -> Any:
+    def pairlist(self, flags: builtins.int) -> Any:
         # Walked iteratively: pairlists (e.g. the variables of an .rda file) can be long.
         entries: list[tuple[str | None, Any]] = []
         kind = flags & 0xFF
@@ -122,7 +124,7 @@ class _Reader:
             return dict(entries)
         return [value for _, value in entries]
 
-    def vector(self, kind: int, flags: int) -> Any:
+    def vector(self, kind: builtins.int, flags: builtins.int) -> Any:
         if kind == CHARSXP:
             n = self.int()
             if n == -1:
@@ -143,7 +145,7 @@ class _Reader:
             return [self.item() for _ in range(n)]
         raise RFormatError(f"unsupported SEXP type {kind} at byte {self.pos - 4}")
 
-    def length(self) -> int:
+    def length(self) -> builtins.int:
         n = self.int()
         if n == -1:  # long vector: length as two 32-bit halves
             upper, lower = self.int(), self.int()
@@ -218,7 +220,12 @@ def _lazyload_object(blob: bytes, compression: int) -> Any:
         payload = zlib.decompress(blob[4:])
     else:
         method, body = blob[4:5], blob[5:]
-        payload = {b"2": bz2.decompress, b"Z": lzma.decompress, b"0": bytes}[method](body)
+        decompress: dict[bytes, Callable[[bytes], bytes]] = {
+            b"2": bz2.decompress,
+            b"Z": lzma.decompress,
+            b"0": bytes,
+        }
+        payload = decompress[method](body)
     if len(payload) != expected:
         raise RFormatError(f"lazy-load record decompressed to {len(payload)} bytes, expected {expected}")
     return unserialize(payload)

@@ -29,7 +29,7 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     # are ordinary tensors, so move them into a plain model built from the same config.
     config = loaded.config
     del config.quantization_config
-    model = LlamaForCausalLM(config)
+    model = LlamaForCausalLM(config)  # type: ignore[arg-type]  # the GGUF loader's config is a LlamaConfig
     model.load_state_dict(loaded.state_dict())
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(out)
