@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.registry import PROFILES, Task, select_tasks
+from benchmarks.report import summary_lines, write_report
 from benchmarks.runner import DEFAULT_RESULTS, TasksFailed, run_tasks
 
 PROFILE_HELP = (
@@ -58,8 +59,6 @@ def add_bench_arguments(parser: argparse.ArgumentParser, task_names: list[str] |
 
 def run_bench(args: argparse.Namespace, tasks: list[Task], load_errors: Sequence[str] = ()) -> int:
     """Run the tasks ``args.only`` picks from ``tasks``, write the report, print a summary; the exit status."""
-    from benchmarks.report import summary_lines, write_report
-
     try:
         chosen = select_tasks(tasks, args.only)
     except ValueError as err:

@@ -6,14 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmarks.bench_command import add_bench_arguments
+from benchmarks.bench_command import add_bench_arguments, run_bench
+from benchmarks.registry import discover_tasks
+from benchmarks.report import write_report
 from benchmarks.runner import DEFAULT_RESULTS
+from benchmarks.yardstick import calibrate, select_device, set_threads
 
 
 def _run(args: argparse.Namespace) -> int:
-    from benchmarks.bench_command import run_bench
-    from benchmarks.registry import discover_tasks
-
     tasks, errors = discover_tasks()
     # a package that fails to load matters only when the run asked for it (or for everything)
     wanted = [
@@ -23,15 +23,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from benchmarks.report import write_report
-
     print(f"report: {write_report(args.results, args.report_dir or args.results.parent)}")
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
-    from benchmarks.registry import discover_tasks
-
     tasks, errors = discover_tasks()
     for task in tasks:
         print(f"{task.name:32s} {task.method:10s} {task.description}")
@@ -41,8 +37,6 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from benchmarks.yardstick import calibrate, select_device, set_threads
-
     threads = set_threads(args.threads)
     calibration = calibrate(select_device(args.device))
     print(

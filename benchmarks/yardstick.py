@@ -17,6 +17,7 @@ All timed calls run under ``torch.inference_mode`` and, where the device support
 from __future__ import annotations
 
 import contextlib
+import platform
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -143,8 +144,6 @@ def _cpu_model_name() -> str:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    import platform
-
     return platform.processor() or "cpu"
 
 

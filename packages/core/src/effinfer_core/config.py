@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 
 class ConfigError(ValueError):
     """A malformed config (unknown key, bad value, unreadable file)."""
@@ -100,8 +102,6 @@ def config_layers(path: Path, chain: tuple[Path, ...] = ()) -> list[Mapping[str,
         )
     if not path.exists():
         raise FileNotFoundError(f"config file {path} does not exist")
-    import yaml
-
     text = path.read_text()
     try:
         user = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text) or {}
