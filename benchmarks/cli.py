@@ -1,4 +1,4 @@
-"""`python -m benchmarks run|report|list|calibrate|data`: the one harness every method is measured with."""
+"""`python -m benchmarks run|report|compare|list|calibrate|data`: the one harness every method is measured with."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import sys
 from pathlib import Path
 
 from benchmarks.bench_command import add_bench_arguments, run_bench
+from benchmarks.compare import DEFAULT_MAX_SLOWDOWN, compare_files
 from benchmarks.registry import discover_tasks
 from benchmarks.report import write_report
 from benchmarks.runner import DEFAULT_RESULTS
 from benchmarks.yardstick import calibrate, select_device, set_threads
+from effinfer_core.atomic import write_atomic
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -25,6 +27,22 @@ def _run(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     print(f"report: {write_report(args.results, args.report_dir or args.results.parent)}")
     return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    noise = {}
+    for item in args.noise:
+        task, _, value = item.partition("=")
+        try:
+            noise[task] = float(value)
+        except ValueError:
+            raise ValueError(f"--noise takes TASK=VALUE (e.g. geoad.fmnist=0.01), got {item!r}") from None
+    failed, summary = compare_files(args.old, args.new, max_slowdown=args.max_slowdown, noise=noise)
+    if args.out:
+        write_atomic(args.out, summary)
+        print(f"comparison: {args.out}", file=sys.stderr)
+    print(summary)
+    return 1 if failed else 0
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -66,6 +84,26 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     rep.add_argument("--report-dir", type=Path, default=None)
     rep.set_defaults(func=_report)
+
+    cmp = sub.add_parser(
+        "compare",
+        help="compare two results files; exit 1 on a regression",
+        description="Match records by task, variant, data and device; flag quality drops beyond each task's noise, "
+        "throughput drops beyond --max-slowdown, and records that went missing. Exit 1 on any of them.",
+    )
+    cmp.add_argument("old", type=Path, help="results of the last good run (JSONL)")
+    cmp.add_argument("new", type=Path, help="results of this run (JSONL)")
+    cmp.add_argument(
+        "--max-slowdown",
+        type=float,
+        default=DEFAULT_MAX_SLOWDOWN,
+        help="a throughput drop beyond this fraction is a regression (default %(default)s)",
+    )
+    cmp.add_argument(
+        "--noise", nargs="*", default=[], metavar="TASK=VALUE", help="override a task's quality noise"
+    )
+    cmp.add_argument("--out", type=Path, default=None, help="also write the Markdown summary here")
+    cmp.set_defaults(func=_compare)
 
     sub.add_parser("list", help="list the registered tasks").set_defaults(func=_list)
 

@@ -57,6 +57,7 @@ class TaskContext:
             "quality_label": self.task.quality_label,
             "throughput_key": self.task.throughput_key,
             "higher_is_better": self.task.higher_is_better,
+            "quality_noise": self.task.quality_noise,
         }
         record = make_record(
             self.task.name,
@@ -87,6 +88,9 @@ class Task:
     quality_label: str
     throughput_key: str = "samples_per_s"
     higher_is_better: bool = True
+    # the spread of the quality metric over repeated runs (seeds, machines): `benchmarks compare` flags only drops
+    # beyond it; None: any drop is flagged
+    quality_noise: float | None = None
 
 
 def _summary(quality: dict[str, float], cost: dict[str, Any], throughput_key: str) -> str:

@@ -39,6 +39,17 @@ def test_actionlint_catches_a_broken_workflow(tmp_path):
 def test_nightly_runs_the_full_profile_on_gpu_runners():
     text = (ROOT / ".github" / "workflows" / "nightly.yml").read_text()
     assert "[self-hosted, linux, gpu]" in text and "--profile full" in text and "upload-artifact" in text
+    # the last good results are restored, compared with, and replaced only after a clean comparison
+    restore, full, compare, save = (
+        text.index(s)
+        for s in (
+            "actions/cache/restore",
+            "--profile full",
+            "benchmarks compare baseline/nightly.jsonl",
+            "actions/cache/save",
+        )
+    )
+    assert restore < full < compare < save
 
 
 def test_ci_entry_point_runs_the_readme_test_command():
