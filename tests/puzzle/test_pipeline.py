@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from effinfer_core.run_folder import RunFolder, RunFolderMismatchError, file_hash
 from puzzle.pipeline import (
     STAGES,
     UNHASHED,
@@ -20,7 +21,6 @@ from puzzle.pipeline import (
     parse_target,
     run_config_path,
 )
-from puzzle.run_folder import RunFolder, RunFolderMismatchError, file_hash
 
 DETERMINISTIC = ("library", "bld", "score")  # stages whose artifacts depend on no timing
 

@@ -167,8 +167,8 @@ def _bench(args: argparse.Namespace) -> None:
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     from benchmarks.data import SourceMissingError
+    from effinfer_core.run_folder import RunFolderMismatchError
     from puzzle.parent import NotLlamaFamilyError
-    from puzzle.run_folder import RunFolderMismatchError
     from puzzle.search import InfeasibleTargetError
 
     return (

@@ -46,11 +46,11 @@ import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from benchmarks.yardstick import device_name, select_device
+from effinfer_core.run_folder import RunFolder, inputs_hash
 from effinfer_core.trainer import training_precision
 from puzzle.block_config import AttentionConfig, BlockConfig, FFNConfig
 from puzzle.costs import PROBES, CostTable, Scenario, build_cost_table
 from puzzle.data import AustenDataModule
-from puzzle.run_folder import RunFolder, config_hash
 from puzzle.scoring import Candidate, score_candidates
 from puzzle.search import InfeasibleTargetError, SearchProblem, Solution
 
@@ -360,7 +360,7 @@ class Pipeline:
         self.space.validate(self.parent_config)  # SearchSpaceError early
         self.fingerprint = parent_fingerprint(self.parent_path)
         if self.is_main:
-            self.run.bind_parent(self.parent_path, self.fingerprint)
+            self.run.bind("parent", self.parent_path, self.fingerprint)
 
     # -- shared inputs ---------------------------------------------------------------------------------------------
     def parent(self) -> tuple[Any, Any]:
@@ -396,7 +396,7 @@ class Pipeline:
         if kwargs.get("precision") == "auto":
             kwargs["precision"] = training_precision(str(kwargs.get("accelerator", "auto")))
         if not self.progress:
-            from puzzle.progress_log import LogProgress
+            from effinfer_core.progress import LogProgress
 
             kwargs["enable_progress_bar"] = False
             if progress_prefix:
@@ -431,7 +431,7 @@ class Pipeline:
         return out
 
     def inputs_hash(self, stage: str) -> str:
-        return config_hash(self.inputs(stage))
+        return inputs_hash(self.inputs(stage))
 
     def stage_config(self, stage: str) -> dict[str, Any]:
         """The parts of the config that `stage`'s result depends on (STAGE_CONFIG)."""
@@ -464,7 +464,7 @@ class Pipeline:
         ):
             return ""
         for n in range(1, max(os.cpu_count() or 1, now) + 1):
-            if config_hash(self.inputs("measure", threads=n)) == entry["inputs_hash"]:
+            if inputs_hash(self.inputs("measure", threads=n)) == entry["inputs_hash"]:
                 return (
                     f" (this run folder's costs were measured with {n} CPU threads and this process has {now}: "
                     f"pass --threads {n}, or measure again with {now})"
@@ -860,11 +860,11 @@ class Pipeline:
         """What a realised child depends on: the BLD-trained library and the child's blocks. Keyed per child (not by
         the stage's inputs) so that a changed search, one more target or baseline, realises and distils only the
         children that are new or different."""
-        return config_hash({"bld": self.inputs_hash("bld"), "blocks": record["blocks"]})
+        return inputs_hash({"bld": self.inputs_hash("bld"), "blocks": record["blocks"]})
 
     def gkd_key(self, record: Mapping[str, Any]) -> str:
         """What a distilled child depends on: the realised child and the GKD settings."""
-        return config_hash({"child": self.child_key(record), "config": self.stage_config("gkd")})
+        return inputs_hash({"child": self.child_key(record), "config": self.stage_config("gkd")})
 
     def load_child(self, stage: str, name: str) -> Any:
         from puzzle.modeling_decilm import DeciLMForCausalLM
