@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from puzzle.cli import main
-from puzzle.pipeline import Pipeline, load_config
+from puzzle.config import load_config
+from puzzle.pipeline import Pipeline
 
 
 def _write(path, config):
@@ -135,7 +136,7 @@ def test_run_folder_of_another_parent(measured_run, tmp_path, capsys, make_tiny_
         capsys,
         ["score", "--config", cfg, "--run-dir", str(measured_run)],
         "belongs to parent",
-        "use a new --run-dir",
+        "use another folder",
     )
 
 

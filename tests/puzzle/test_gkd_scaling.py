@@ -10,7 +10,8 @@ import lightning as L
 import pytest
 import torch
 
-from puzzle.pipeline import STAGES, ConfigError, Pipeline, load_config
+from puzzle.config import ConfigError, load_config
+from puzzle.pipeline import STAGES, Pipeline
 
 SCRIPT = Path(__file__).parents[2] / "packages" / "puzzle" / "scripts" / "gkd_scaling.py"
 _spec = importlib.util.spec_from_file_location("gkd_scaling", SCRIPT)

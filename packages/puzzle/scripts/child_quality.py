@@ -18,8 +18,10 @@ from pathlib import Path
 
 import torch
 
+from puzzle.config import ConfigError, load_config, run_config_path
 from puzzle.evaluate import quality_metrics
-from puzzle.pipeline import ConfigError, Pipeline, load_config, run_config_path
+from puzzle.pipeline import Pipeline
+from puzzle.stages.evaluate import evaluate_children
 
 
 def main() -> None:
@@ -43,7 +45,7 @@ def main() -> None:
     pipe = Pipeline(config, args.run_dir, progress=False)
     batches = pipe.datamodule().heldout_batches("test", config["evaluate"]["tokens"])
     if args.time:
-        results = pipe.evaluate_children(args.stage, args.children)
+        results = evaluate_children(pipe, args.stage, args.children)
     else:
         parent, _ = pipe.parent()
         children = {c: pipe.load_child(args.stage, c) for c in args.children}

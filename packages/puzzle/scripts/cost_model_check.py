@@ -32,10 +32,11 @@ from pathlib import Path
 import torch
 
 from puzzle.block_config import BlockConfig
+from puzzle.config import ConfigError, load_config
 from puzzle.costs import additive_times, build_cost_table, measure_generations, runtime_ratio, with_blocks
 from puzzle.modeling_decilm import build_attention_block, build_ffn_block
 from puzzle.parent import load_parent
-from puzzle.pipeline import ConfigError, Pipeline, load_config
+from puzzle.pipeline import Pipeline
 
 
 def main() -> None:

@@ -32,9 +32,11 @@ import lightning as L
 import torch
 
 from effinfer_core.atomic import write_atomic
+from puzzle.config import ConfigError, load_config, run_config_path
 from puzzle.evaluate import quality_metrics
 from puzzle.gkd import run_gkd
-from puzzle.pipeline import ConfigError, Pipeline, load_config, run_config_path
+from puzzle.pipeline import Pipeline
+from puzzle.stages.realize import child_key
 
 
 class HeldOutEval(L.Callback):
@@ -128,7 +130,7 @@ def gkd_scaling(
             ckpt_dir / "settings.json",
             {
                 "child": child,
-                "child_key": pipe.child_key(record),
+                "child_key": child_key(pipe, record),
                 "tokens": tokens,
                 "eval_every": eval_every,
                 "gkd": gkd,

@@ -23,10 +23,11 @@ from pathlib import Path
 import torch
 
 from puzzle.block_config import BlockConfig
+from puzzle.config import ConfigError, load_config, run_config_path
 from puzzle.costs import build_cost_table, measure_generations
 from puzzle.modeling_decilm import DeciLMForCausalLM, build_attention_block, build_ffn_block
 from puzzle.parent import load_parent
-from puzzle.pipeline import ConfigError, Pipeline, load_config, run_config_path
+from puzzle.pipeline import Pipeline
 
 
 def swap_deltas(parent: DeciLMForCausalLM, pipe: Pipeline, device: torch.device, iters: int) -> dict:

@@ -31,7 +31,8 @@ def _config_path(profile: str) -> Path:
 
 
 def run_austen(ctx: TaskContext, config_path: Path | None = None) -> None:
-    from puzzle.pipeline import Pipeline, load_config
+    from puzzle.config import load_config
+    from puzzle.pipeline import Pipeline
 
     accelerator = "gpu" if ctx.device.type == "cuda" else "cpu"
     config_path = config_path or _config_path(ctx.profile)

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from puzzle.pipeline import STAGES, ConfigError, Pipeline, StageNotReadyError, load_config, run_config_path
+from puzzle.config import ConfigError, load_config, run_config_path
+from puzzle.pipeline import STAGES, Pipeline, StageNotReadyError
 
 STAGE_HELP = {
     "library": "build the block library (every variant of every layer, initialised from the parent)",
@@ -197,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(pipe.run.read_json("evaluate/evaluate.json"), indent=2))
         elif getattr(args, "children", None):
             pipe.require("gkd")
-            pipe.distil(args.children)
+            from puzzle.stages.gkd import distil
+
+            distil(pipe, args.children)
         else:
             pipe.run_stage(args.command)
     except _known_errors() as e:
