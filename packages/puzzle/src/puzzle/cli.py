@@ -1,8 +1,12 @@
-"""`puzzle` command line: one subcommand per pipeline stage, `run` for all of them, `bench` for the harness tasks.
+"""`puzzle` command line: one subcommand per pipeline stage, `run` for all of them, `bench` for the harness tasks,
+and three tools that read a run folder or a config.
 
     puzzle run configs/quick.yaml --run-dir runs/quick          # every stage; a rerun skips finished ones
     puzzle score --run-dir runs/quick                           # one stage (config read from the run folder)
     puzzle bench --profile quick                                # benchmark records (benchmarks.runner)
+    puzzle gkd-scaling runs/quick puzzle-1.5x --tokens 524288   # held-out quality along one child's GKD
+    puzzle child-quality runs/quick puzzle-1.5x --time          # some children now, before evaluate
+    puzzle cost-model-check configs/quick.yaml --children 8     # both cost models against random timed children
 
 Bad input (a parent that is not Llama-family, a search space that does not fit it, an unreachable throughput
 target, a run folder of another parent, a malformed config) prints `error: ...` to stderr and exits with 2.
@@ -11,11 +15,12 @@ target, a run folder of another parent, a malformed config) prints `error: ...` 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
+from effinfer_core.trainer import parse_devices
 from puzzle.config import ConfigError, load_config, run_config_path
 from puzzle.pipeline import STAGES, Pipeline, StageNotReadyError
 
@@ -32,12 +37,15 @@ STAGE_HELP = {
 }
 
 
-def _devices(value: str) -> Any:
-    if value == "auto":
-        return value
-    if "," in value:
-        return [int(v) for v in value.split(",") if v]
-    return int(value)
+# tool subcommand -> its module (add_arguments, main) and help
+TOOLS = {
+    "gkd-scaling": ("puzzle.gkd_scaling", "held-out quality of one realised child as its GKD goes on"),
+    "child-quality": (
+        "puzzle.child_quality",
+        "held-out quality (and with --time speed) of some children now",
+    ),
+    "cost-model-check": ("puzzle.cost_model_check", "both cost models against random children, timed"),
+}
 
 
 def _common(p: argparse.ArgumentParser, *, config_required: bool) -> None:
@@ -63,7 +71,9 @@ def _common(p: argparse.ArgumentParser, *, config_required: bool) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     g = p.add_argument_group("Lightning (BLD and GKD)")
     g.add_argument("--accelerator", default=None, help="Lightning accelerator (auto|cpu|gpu)")
-    g.add_argument("--devices", type=_devices, default=None, help="Lightning devices (auto, a count, or 0,1)")
+    g.add_argument(
+        "--devices", type=parse_devices, default=None, help="Lightning devices (auto, a count, or 0,1)"
+    )
     g.add_argument("--strategy", default=None, help="Lightning strategy (auto|ddp|fsdp|...)")
     g.add_argument("--num-nodes", type=int, default=None, help="Lightning number of nodes")
     g.add_argument(
@@ -99,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
                 help="distil only these children now (e.g. one per machine); the stage is done when a "
                 "later `puzzle gkd` finds every child distilled",
             )
+    for name, (module, help_text) in TOOLS.items():
+        tool = importlib.import_module(module)
+        p = sub.add_parser(name, help=help_text, description=(tool.__doc__ or help_text).split("\n")[0])
+        tool.add_arguments(p)
     bench = sub.add_parser("bench", help="run the Puzzle benchmark tasks (benchmarks.runner)")
     bench.add_argument(
         "--profile",
@@ -190,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             _bench(args)
             return 0
+        if args.command in TOOLS:
+            return importlib.import_module(TOOLS[args.command][0]).main(args)
         pipe = _pipeline(args)
         if args.command == "run":
             stages = STAGES[: STAGES.index(args.until) + 1] if args.until else STAGES
