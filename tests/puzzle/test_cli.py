@@ -154,3 +154,19 @@ def test_gkd_of_a_child_that_is_not_in_the_run(measured_run, tmp_path, capsys, t
         "no child ['puzzle-9x']",
         "puzzle-1.5x",
     )
+
+
+def test_bench_refuses_an_unknown_task_and_names_the_known_ones(tmp_path, capsys):
+    results = tmp_path / "results.jsonl"
+    assert main(["bench", "--only", "puzzle.typo", "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert "puzzle.typo" in err and "puzzle.austen" in err and "puzzle.mip_speed" in err, err
+    assert not results.exists()  # nothing ran
+
+
+def test_help_lists_the_tools(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for tool in ("gkd-scaling", "child-quality", "cost-model-check", "bench"):
+        assert tool in out

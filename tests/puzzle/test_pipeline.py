@@ -381,6 +381,25 @@ def test_trainer_precision_auto_resolves_for_the_device(tmp_path, tiny_parent, t
     assert Pipeline(explicit, tmp_path, progress=False).trainer_kwargs()["precision"] == "bf16-mixed"
 
 
+def test_fits_log_as_many_progress_lines_as_asked(tmp_path, tiny_parent, tiny_run_config):
+    config = load_config(tiny_run_config(tiny_parent))
+    for lines in (20, 4):  # the harness asks for 4, so that a task's output fits on a screen
+        pipe = Pipeline(config, tmp_path, progress=False, log=lambda m: None, progress_lines=lines)
+        (callback,) = pipe.trainer_kwargs("[bld]")["callbacks"]
+        assert callback.lines == lines and callback.prefix == "[bld]"
+
+
+def test_stage_lines_carry_elapsed_time(clean_run):
+    for stage in STAGES:
+        assert any(
+            re.fullmatch(rf"\[{stage}\] running \(\w+\), [\d.]+ (s|min) into this run", m)
+            for m in clean_run.test_messages
+        ), stage
+        assert any(
+            re.fullmatch(rf"\[{stage}\] done in [\d.]+ (s|min)", m) for m in clean_run.test_messages
+        ), stage
+
+
 def test_run_config_path_prefers_the_given_config_then_the_run_folders(tmp_path):
     with pytest.raises(ConfigError, match="has no config.json: give --config"):
         run_config_path(tmp_path)

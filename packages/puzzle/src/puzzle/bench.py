@@ -47,8 +47,11 @@ def run_austen(ctx: TaskContext, config_path: Path | None = None) -> None:
         data_dir=str(ctx.data_dir) if ctx.data_dir else None,
         trainer={"accelerator": accelerator, "devices": 1},
     )
-    pipe = Pipeline(config, ctx.work_dir / "run", device=str(ctx.device), progress=False, log=ctx.log)
-    pipe.run.write_json("config.json", config)  # so `puzzle <stage> --run-dir` and the scripts find it
+    # a task's output fits on a screen: four progress lines per Lightning fit, not twenty
+    pipe = Pipeline(
+        config, ctx.work_dir / "run", device=str(ctx.device), progress=False, log=ctx.log, progress_lines=4
+    )
+    pipe.run.write_json("config.json", config)  # so `puzzle <stage> --run-dir` and the tools find it
     start = time.perf_counter()
     pipe.run_all()
     ctx.log(f"pipeline done in {time.perf_counter() - start:.0f} s (resumed stages not counted)")

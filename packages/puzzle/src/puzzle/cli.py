@@ -113,27 +113,21 @@ def build_parser() -> argparse.ArgumentParser:
         tool = importlib.import_module(module)
         p = sub.add_parser(name, help=help_text, description=(tool.__doc__ or help_text).split("\n")[0])
         tool.add_arguments(p)
-    bench = sub.add_parser("bench", help="run the Puzzle benchmark tasks (benchmarks.runner)")
-    bench.add_argument(
-        "--profile",
-        choices=("quick", "cpu", "full"),
-        default="quick",
-        help="configs/<profile>.yaml: quick (~10 min CPU), cpu (~1 h CPU), full (GPU budgets)",
+    from benchmarks.bench_command import add_bench_arguments
+    from puzzle.bench import tasks
+
+    bench = sub.add_parser(
+        "bench",
+        help="run the Puzzle benchmark tasks (benchmarks.runner)",
+        description="The Puzzle tasks of the benchmark harness: results, report and a summary.",
     )
+    add_bench_arguments(bench, [t.name for t in tasks()])
     bench.add_argument(
         "--config",
         type=Path,
         default=None,
         help="run config for puzzle.austen instead of configs/<profile>.yaml (e.g. configs/cpu-long.yaml)",
     )
-    bench.add_argument("--device", default=None)
-    bench.add_argument("--threads", type=int, default=None)
-    bench.add_argument(
-        "--results", type=Path, default=Path("results/results.jsonl"), help="JSONL results file"
-    )
-    bench.add_argument("--data-dir", type=Path, default=None)
-    bench.add_argument("--work-root", type=Path, default=None, help="scratch folder for task artifacts")
-    bench.add_argument("--only", nargs="*", help="task names to run (default: all puzzle tasks)")
     return parser
 
 
@@ -159,25 +153,14 @@ def _pipeline(args: argparse.Namespace) -> Pipeline:
     return pipe
 
 
-def _bench(args: argparse.Namespace) -> None:
-    from benchmarks.runner import run_tasks
+def _bench(args: argparse.Namespace) -> int:
+    """The harness's one bench command over the Puzzle tasks; its exit status."""
+    from benchmarks.bench_command import run_bench
     from puzzle.bench import tasks
 
     if args.config is not None and not args.config.exists():
         raise FileNotFoundError(f"--config {args.config} does not exist")
-    available = tasks(args.config)
-    chosen = [t for t in available if not args.only or t.name in args.only]
-    if not chosen:
-        raise ConfigError(f"--only {args.only} matches no task; tasks: {[t.name for t in available]}")
-    run_tasks(
-        chosen,
-        profile=args.profile,
-        device=args.device,
-        results_path=args.results,
-        data_dir=args.data_dir,
-        work_root=args.work_root,
-        threads=args.threads,
-    )
+    return run_bench(args, tasks(args.config))
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
@@ -202,8 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "bench":
-            _bench(args)
-            return 0
+            return _bench(args)
         if args.command in TOOLS:
             return importlib.import_module(TOOLS[args.command][0]).main(args)
         pipe = _pipeline(args)

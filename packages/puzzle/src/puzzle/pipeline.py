@@ -124,8 +124,8 @@ class Pipeline(RunInputs):
             self.log(f"[{stage}] done already ({h}), skipping")
             return h
         self.require(stage)
-        self.log(f"[{stage}] running ({h})")
         start = time.perf_counter()
+        self.log(f"[{stage}] running ({h}), {_elapsed(start - self.started)} into this run")
         # looked up at each call: a stage is the `run` function of its module in puzzle.stages
         info = importlib.import_module(f"puzzle.stages.{stage}").run(self, h) or {}
         if self.is_main:

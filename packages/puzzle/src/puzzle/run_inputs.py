@@ -4,6 +4,7 @@ device, the parent and its tokenizer, the Austen data, the Lightning Trainer set
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ class RunInputs:
         from puzzle.library import SearchSpace
         from puzzle.parent import decilm_config_from_parent, parent_fingerprint
 
+        self.started = time.perf_counter()  # the stages' log lines say how long the run has taken
         self.config = dict(config)
         self.texts = texts  # title -> text; None = benchmarks.data.load_austen(data_dir)
         self.run = RunFolder(run_dir)
