@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from puzzle.checkpoint_io import FileCheckpointIO
+from effinfer_core.checkpoint_io import FileCheckpointIO
 
 
 def test_checkpoint_streams_to_disk_and_loads_back(tmp_path, monkeypatch, no_in_memory_checkpoints):

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from puzzle.cli import main
-from puzzle.pipeline import Pipeline, load_config
+from puzzle.config import load_config
+from puzzle.pipeline import Pipeline
 
 
 def _write(path, config):
@@ -135,7 +136,7 @@ def test_run_folder_of_another_parent(measured_run, tmp_path, capsys, make_tiny_
         capsys,
         ["score", "--config", cfg, "--run-dir", str(measured_run)],
         "belongs to parent",
-        "use a new --run-dir",
+        "use another folder",
     )
 
 
@@ -153,3 +154,19 @@ def test_gkd_of_a_child_that_is_not_in_the_run(measured_run, tmp_path, capsys, t
         "no child ['puzzle-9x']",
         "puzzle-1.5x",
     )
+
+
+def test_bench_refuses_an_unknown_task_and_names_the_known_ones(tmp_path, capsys):
+    results = tmp_path / "results.jsonl"
+    assert main(["bench", "--only", "puzzle.typo", "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert "puzzle.typo" in err and "puzzle.austen" in err and "puzzle.mip_speed" in err, err
+    assert not results.exists()  # nothing ran
+
+
+def test_help_lists_the_tools(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for tool in ("gkd-scaling", "child-quality", "cost-model-check", "bench"):
+        assert tool in out

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from benchmarks.data.austen import TITLES
 from benchmarks.data.source import MANIFEST
+from effinfer_core.run_folder import RunFolder, file_hash
 from puzzle.pipeline import STAGES
-from puzzle.run_folder import RunFolder, file_hash
 
 
 def _austen_root(root: Path, texts: dict[str, str]) -> Path:

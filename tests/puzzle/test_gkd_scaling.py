@@ -1,21 +1,17 @@
-"""scripts/gkd_scaling.py: held-out rows along one child's GKD, and a killed checkpointed run resumed to the same rows."""
+"""`puzzle gkd-scaling`: held-out rows along one child's GKD, and a killed checkpointed run resumed to the same rows."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 
-from puzzle.pipeline import STAGES, ConfigError, Pipeline, load_config
-
-SCRIPT = Path(__file__).parents[2] / "packages" / "puzzle" / "scripts" / "gkd_scaling.py"
-_spec = importlib.util.spec_from_file_location("gkd_scaling", SCRIPT)
-gkd_scaling = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(gkd_scaling)
+from puzzle import gkd_scaling
+from puzzle.cli import main
+from puzzle.config import ConfigError, load_config
+from puzzle.pipeline import STAGES, Pipeline
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +90,13 @@ def test_resuming_with_other_settings_is_refused(realized, austen_texts, tmp_pat
             eval_every=2 * tpb,
             ckpt_dir=tmp_path / "other",
         )
+
+
+def test_subcommands_refuse_children_the_run_does_not_have(realized, capsys):
+    root, _, child = realized
+    assert main(["gkd-scaling", str(root), "nope", "--tokens", "8"]) == 2
+    assert "error: no realised child 'nope'" in capsys.readouterr().err
+    assert main(["child-quality", str(root), child, "nope", "--stage", "realize"]) == 2
+    assert "error: no finished realize child ['nope']" in capsys.readouterr().err
+    assert main(["gkd-scaling", str(root), child, "--gkd", "lr"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err

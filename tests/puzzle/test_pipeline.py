@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from pathlib import Path
@@ -10,17 +11,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from puzzle.pipeline import (
-    STAGES,
-    UNHASHED,
-    ConfigError,
-    Pipeline,
-    StageNotReadyError,
-    load_config,
-    parse_target,
-    run_config_path,
-)
-from puzzle.run_folder import RunFolder, RunFolderMismatchError, file_hash
+from effinfer_core.run_folder import RunFolder, RunFolderMismatchError, file_hash
+from puzzle import stages
+from puzzle.config import ConfigError, load_config, parse_target, run_config_path
+from puzzle.pipeline import STAGES, UNHASHED, Pipeline, StageNotReadyError
+from puzzle.stages.gkd import distil
+from puzzle.stages.measure import cost_table
+from puzzle.stages.search import problem as search_problem
+from puzzle.stages.search import solve_with_config
 
 DETERMINISTIC = ("library", "bld", "score")  # stages whose artifacts depend on no timing
 
@@ -60,6 +58,10 @@ def copy_of_clean_run(clean_run, tiny_parent, tiny_run_config, austen_texts, tmp
         )
 
     return make
+
+
+def _stage(name):
+    return importlib.import_module(f"puzzle.stages.{name}")
 
 
 def _artifacts(root, stages):
@@ -119,7 +121,7 @@ def test_matched_children_cost_no_more_and_score_no_worse_than_their_baselines(c
 
 def test_rerun_skips_every_stage(clean_run, monkeypatch):
     for stage in STAGES:
-        monkeypatch.setattr(Pipeline, f"stage_{stage}", lambda self, h, s=stage: pytest.fail(f"{s} re-ran"))
+        monkeypatch.setattr(_stage(stage), "run", lambda pipe, h, s=stage: pytest.fail(f"{s} re-ran"))
     before = clean_run.run.manifest_path.read_bytes()
     clean_run.run_all()
     assert clean_run.run.manifest_path.read_bytes() == before
@@ -129,12 +131,12 @@ def test_killed_run_resumes_with_the_same_artifacts(
     clean_run, tmp_path, tiny_parent, tiny_run_config, austen_texts, monkeypatch
 ):
     config = load_config(tiny_run_config(tiny_parent))
-    real_gkd = Pipeline.stage_gkd
+    real_gkd = stages.gkd.run
 
-    def killed(self, h):
+    def killed(pipe, h):
         raise KeyboardInterrupt("killed in gkd")
 
-    monkeypatch.setattr(Pipeline, "stage_gkd", killed)
+    monkeypatch.setattr(stages.gkd, "run", killed)
     pipe = Pipeline(config, tmp_path, texts=austen_texts, progress=False, log=lambda m: None)
     with pytest.raises(KeyboardInterrupt):
         pipe.run_all()
@@ -142,10 +144,10 @@ def test_killed_run_resumes_with_the_same_artifacts(
     assert done == {"library", "bld", "score", "measure", "search", "realize"}
     before_kill = _artifacts(tmp_path, done)
 
-    monkeypatch.setattr(Pipeline, "stage_gkd", real_gkd)
+    monkeypatch.setattr(stages.gkd, "run", real_gkd)
     ran = []
     for stage in done:  # the resumed run must not redo finished stages
-        monkeypatch.setattr(Pipeline, f"stage_{stage}", lambda self, h, s=stage: ran.append(s))
+        monkeypatch.setattr(_stage(stage), "run", lambda pipe, h, s=stage: ran.append(s))
     resumed = Pipeline(config, tmp_path, texts=austen_texts, progress=False, log=lambda m: None)
     resumed.run_all()
     assert ran == []
@@ -181,7 +183,7 @@ def test_block_probes_measure_again_and_search_on_them(copy_of_clean_run):
     n_blocks = len(pipe.attention_variants()) * len(pipe.ffn_variants())
     assert costs["calibration"]["probes"] == "blocks"
     assert len(costs["calibration"]["probe_times"]) == len(costs["blocks"]) == n_blocks  # each block probed
-    problem = pipe.problem()
+    problem = search_problem(pipe)
     j = problem.variant_names[0].index("linear+no_op")
     assert problem.costs["runtime_ms"][1, j] == costs["blocks"]["linear+no_op"]["runtime_ms"]
 
@@ -210,7 +212,7 @@ def test_gkd_of_some_children_then_of_the_rest(copy_of_clean_run):
     messages: list[str] = []
     pipe = copy_of_clean_run(log=messages.append, gkd={"lr": 5e-4})
     names = list(pipe.solutions())
-    pipe.distil(names[:1])
+    distil(pipe, names[:1])
     trained = [m.split()[1].rstrip(":") for m in messages if re.match(r"\[gkd\] \S+: loss ", m)]
     assert trained == names[:1] and not pipe.run.is_done("gkd", pipe.inputs_hash("gkd"))
     messages.clear()
@@ -218,7 +220,7 @@ def test_gkd_of_some_children_then_of_the_rest(copy_of_clean_run):
     trained = [m.split()[1].rstrip(":") for m in messages if re.match(r"\[gkd\] \S+: loss ", m)]
     assert trained == names[1:] and pipe.run.is_done("gkd", pipe.inputs_hash("gkd"))
     with pytest.raises(ConfigError, match="no child \\['nope'\\]"):
-        pipe.distil(["nope"])
+        distil(pipe, ["nope"])
 
 
 def test_excluded_blocks_leave_the_puzzle_children_and_not_the_baselines(clean_run, copy_of_clean_run):
@@ -268,7 +270,7 @@ def test_measured_match_searches_again_where_the_twin_measures_the_baselines_spe
     import puzzle.costs
 
     pipe = copy_of_clean_run(search={"match_by": "measured", "match_rounds": 4, "match_tolerance": 0.01})
-    table = pipe.cost_table()
+    table = cost_table(pipe)
     slow = 1.3  # this machine runs the baseline 30% slower than the cost table predicts, every other child as predicted
 
     def predicted_ms(model) -> float:
@@ -298,7 +300,9 @@ def test_measured_match_searches_again_where_the_twin_measures_the_baselines_spe
             len(rounds) == 1
         ):  # 30% off, so searched again at a larger budget, unless that gives the same child
             larger = rounds[0]["predicted_runtime_ms"] / rounds[0]["measured_over_baseline"]
-            assert pipe._solve(pipe.problem(), {"runtime_ms": larger}).choice == rec["choice"]
+            assert (
+                solve_with_config(pipe, search_problem(pipe), {"runtime_ms": larger}).choice == rec["choice"]
+            )
             continue
         for before, after in zip(
             rounds, rounds[1:], strict=False
@@ -319,7 +323,7 @@ def test_another_objective_searches_again_without_rescoring(clean_run, copy_of_c
     assert pipe.run.is_done("score", pipe.inputs_hash("score"))  # every metric is scored already
     assert not pipe.run.is_done("search", pipe.inputs_hash("search"))
     pipe.run_stage("search")
-    problem = pipe.problem()
+    problem = search_problem(pipe)
     assert problem.score_sense == "max"
     # A baseline's twin is left out where it is a child already listed, so which twins exist can differ between the
     # two objectives (the run's measured costs decide it); the targets' children exist under both.
@@ -375,6 +379,25 @@ def test_trainer_precision_auto_resolves_for_the_device(tmp_path, tiny_parent, t
         tiny_run_config(tiny_parent, trainer={"accelerator": "cpu", "precision": "bf16-mixed"})
     )
     assert Pipeline(explicit, tmp_path, progress=False).trainer_kwargs()["precision"] == "bf16-mixed"
+
+
+def test_fits_log_as_many_progress_lines_as_asked(tmp_path, tiny_parent, tiny_run_config):
+    config = load_config(tiny_run_config(tiny_parent))
+    for lines in (20, 4):  # the harness asks for 4, so that a task's output fits on a screen
+        pipe = Pipeline(config, tmp_path, progress=False, log=lambda m: None, progress_lines=lines)
+        (callback,) = pipe.trainer_kwargs("[bld]")["callbacks"]
+        assert callback.lines == lines and callback.prefix == "[bld]"
+
+
+def test_stage_lines_carry_elapsed_time(clean_run):
+    for stage in STAGES:
+        assert any(
+            re.fullmatch(rf"\[{stage}\] running \(\w+\), [\d.]+ (s|min) into this run", m)
+            for m in clean_run.test_messages
+        ), stage
+        assert any(
+            re.fullmatch(rf"\[{stage}\] done in [\d.]+ (s|min)", m) for m in clean_run.test_messages
+        ), stage
 
 
 def test_run_config_path_prefers_the_given_config_then_the_run_folders(tmp_path):
@@ -498,7 +521,7 @@ def test_coupled_mode_scores_whole_blocks(tmp_path, tiny_parent, tiny_run_config
     assert len([k for k in scores if "-block-" in k]) == 4 * (
         n_blocks - 1
     )  # every non-parent block, every layer
-    problem = pipe.problem()
+    problem = search_problem(pipe)
     assert problem.available.all() and problem.scores.shape == (4, n_blocks)
     no_op = problem.variant_names[0].index("no_op+no_op")
     assert problem.scores[2, no_op] == scores["002-block-no_op+no_op"]["kl"]

@@ -5,18 +5,24 @@ puzzle.austen      the whole pipeline on SmolLM2-135M (configs/<profile>.yaml, o
                    throughput target, uniform-shrink and ShortGPT baselines -- with held-out Persuasion top-1
                    accuracy (also KL to the parent, perplexity, agreement) against measured generation tokens/s.
 puzzle.mip_speed   the search alone on P-search's synthetic 80-layer x 16-variant library (shaped like the
-                   published 70B one), several runtime budgets: solve time per MIP.
+                   published 70B one): solve time per MIP at several runtime budgets, and per solver (CBC,
+                   HiGHS) for a runtime budget, runtime + memory + params budgets, and five diverse solutions.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from benchmarks.registry import Task, TaskContext
+
+if TYPE_CHECKING:
+    from puzzle.search import SearchProblem
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -31,7 +37,8 @@ def _config_path(profile: str) -> Path:
 
 
 def run_austen(ctx: TaskContext, config_path: Path | None = None) -> None:
-    from puzzle.pipeline import Pipeline, load_config
+    from puzzle.config import load_config
+    from puzzle.pipeline import Pipeline
 
     accelerator = "gpu" if ctx.device.type == "cuda" else "cpu"
     config_path = config_path or _config_path(ctx.profile)
@@ -40,8 +47,11 @@ def run_austen(ctx: TaskContext, config_path: Path | None = None) -> None:
         data_dir=str(ctx.data_dir) if ctx.data_dir else None,
         trainer={"accelerator": accelerator, "devices": 1},
     )
-    pipe = Pipeline(config, ctx.work_dir / "run", device=str(ctx.device), progress=False, log=ctx.log)
-    pipe.run.write_json("config.json", config)  # so `puzzle <stage> --run-dir` and the scripts find it
+    # a task's output fits on a screen: four progress lines per Lightning fit, not twenty
+    pipe = Pipeline(
+        config, ctx.work_dir / "run", device=str(ctx.device), progress=False, log=ctx.log, progress_lines=4
+    )
+    pipe.run.write_json("config.json", config)  # so `puzzle <stage> --run-dir` and the tools find it
     start = time.perf_counter()
     pipe.run_all()
     ctx.log(f"pipeline done in {time.perf_counter() - start:.0f} s (resumed stages not counted)")
@@ -85,28 +95,71 @@ def run_austen(ctx: TaskContext, config_path: Path | None = None) -> None:
         ctx.record(name, "austen-persuasion-test", quality, cost, **extra)
 
 
+# P-search's other questions about the MIP, beside the default solver on a runtime budget: the other solver, the
+# three budgets of a deployment (runtime, memory, parameters), and five diverse solutions (each >= 4 layers apart)
+MIP_SCENARIOS = {
+    "runtime": (("runtime_ms",), 1),
+    "runtime+memory+params": (("runtime_ms", "memory_mib", "params"), 1),
+    "5-solutions-diversity4": (("runtime_ms",), 5),
+}
+
+
+def _mip_budgets(problem: SearchProblem, names: Sequence[str], frac: float) -> dict[str, float]:
+    """Budget = cheapest + frac * (dearest - cheapest) for each named cost."""
+    return {name: lo + frac * (hi - lo) for name in names for lo, hi in [problem.cost_range(name)]}
+
+
+def _time_solves(ctx: TaskContext, problem: SearchProblem, budget: dict[str, float], **kwargs: Any) -> tuple:
+    """(median wall time of `solve`, median time inside the solver, the solutions of the last run)."""
+    from puzzle.search import solve
+
+    wall, inner, sols = [], [], []
+    for _ in range(3 if ctx.profile == "quick" else 10):
+        start = time.perf_counter()
+        sols = solve(problem, budgets=budget, **kwargs)
+        wall.append(time.perf_counter() - start)
+        inner.append(sum(s.solve_time_s for s in sols))
+    return float(np.median(wall)), float(np.median(inner)), sols
+
+
 def run_mip_speed(ctx: TaskContext) -> None:
-    from puzzle.search import solve, synthetic_problem
+    import pulp
+
+    from puzzle.search import synthetic_problem
 
     problem = synthetic_problem(80, 16)
-    lo, hi = problem.cost_range("runtime_ms")
     for frac in (0.3, 0.5, 0.7, 0.9):
-        budget = {"runtime_ms": lo + frac * (hi - lo)}
-        times, sol = [], None
-        for _ in range(3 if ctx.profile == "quick" else 10):
-            start = time.perf_counter()
-            sol = solve(problem, budgets=budget)[0]
-            times.append(time.perf_counter() - start)
-        median = float(np.median(times))
+        budget = _mip_budgets(problem, ["runtime_ms"], frac)
+        median, _, sols = _time_solves(ctx, problem, budget)
         ctx.record(
             f"mip-80x16-budget{frac:.1f}",
             "synthetic-80x16",
-            {"objective": sol.objective},
+            {"objective": sols[0].objective},
             {"samples_per_s": 1.0 / median, "latency_p50_ms": 1000 * median, "batch_size": 1},
-            solver=sol.solver,
-            optimal=sol.optimal,
+            solver=sols[0].solver,
+            optimal=sols[0].optimal,
             budget_runtime_ms=budget["runtime_ms"],
         )
+    solvers = ["cbc"] + (["highs"] if pulp.HiGHS().available() else [])
+    for solver in solvers:
+        for scenario, (names, k) in MIP_SCENARIOS.items():
+            budget = _mip_budgets(problem, names, 0.5)
+            median, inner, sols = _time_solves(
+                ctx, problem, budget, num_solutions=k, diversity=4, solver=solver
+            )
+            ctx.record(
+                f"mip-80x16-{solver}-{scenario}",
+                "synthetic-80x16",
+                {"objective": sols[0].objective},
+                {"samples_per_s": 1.0 / median, "latency_p50_ms": 1000 * median, "batch_size": 1},
+                solver=solver,
+                scenario=scenario,
+                solver_alone_p50_ms=1000 * inner,
+                budgets=budget,
+                solutions=len(sols),
+                objectives=[s.objective for s in sols],
+                optimal=all(s.optimal for s in sols),
+            )
 
 
 def tasks(config_path: Path | None = None) -> list[Task]:

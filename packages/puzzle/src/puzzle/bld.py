@@ -26,22 +26,26 @@ own share of the budget's batches. The frozen parent is left out of checkpoints.
 from __future__ import annotations
 
 import copy
-import math
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .block_config import BlockConfig
-from .checkpoint_io import FileCheckpointIO
-from .data import AustenDataModule
-from .library import BlockLibrary
-from .modeling_decilm import DeciLMForCausalLM
+from effinfer_core.training import (
+    FrozenTeacher,
+    checkpointed_trainer_kwargs,
+    resume_path,
+    set_max_steps,
+    warmup_cosine,
+)
+from puzzle.block_config import BlockConfig
+from puzzle.data import AustenDataModule
+from puzzle.library import BlockLibrary
+from puzzle.modeling_decilm import DeciLMForCausalLM
 
 MODES = ("decoupled", "coupled")
 
@@ -99,12 +103,11 @@ class BLDModule(L.LightningModule):
             raise ValueError(
                 "BLD needs the parent itself as teacher (every block equal to the parent's block)"
             )
-        # No dropout anywhere, so train/eval mode changes nothing; train mode keeps Lightning from warning.
-        self.parent = parent.requires_grad_(False)
+        # unregistered: the frozen parent is neither trained, checkpointed nor wrapped by DDP/FSDP
+        self.parent = FrozenTeacher(parent)
         self.library = library
         self.data, self.token_budget = datamodule, token_budget
         self.mode, self.lr, self.weight_decay, self.warmup_steps = mode, lr, weight_decay, warmup_steps
-        self.strict_loading = False  # checkpoints leave out the frozen parent
         self.library.requires_grad_(False)
         # (layer, kind, name, modules) for every trained candidate; kind is "attention", "ffn" or "block".
         self.candidates: list[tuple[int, str, str, tuple[nn.Module | None, ...]]] = []
@@ -141,7 +144,7 @@ class BLDModule(L.LightningModule):
         return f"L{layer:02d}/{kind}/{name}"
 
     def _candidate_terms(self, input_ids: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        acts = parent_activations(self.parent, input_ids)
+        acts = parent_activations(self.parent.get(input_ids.device), input_ids)
         out = {}
         for i, kind, name, modules in self.candidates:
             a = acts[i]
@@ -188,22 +191,9 @@ class BLDModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.library.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        total = max(1, self.trainer.max_steps)
-
-        def schedule(step: int) -> float:
-            # linear warmup, then cosine decay to 10% of lr over the token budget
-            if step < self.warmup_steps:
-                return (step + 1) / self.warmup_steps
-            t = min(1.0, (step - self.warmup_steps) / max(1, total - self.warmup_steps))
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        # linear warm-up, then cosine decay to 10% of lr over the token budget
+        sched = warmup_cosine(opt, self.trainer.max_steps, self.warmup_steps)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        sd = checkpoint["state_dict"]
-        for k in [k for k in sd if k.startswith("parent.")]:
-            del sd[k]
 
 
 def run_bld(
@@ -241,9 +231,6 @@ def run_bld(
         weight_decay=weight_decay,
         warmup_steps=warmup_steps,
     )
-    checkpoint = ModelCheckpoint(
-        dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=ckpt_every
-    )
     kwargs: dict[str, Any] = {
         "accelerator": "auto",
         "devices": "auto",
@@ -254,24 +241,24 @@ def run_bld(
         "logger": CSVLogger(save_dir=str(ckpt_dir), name="logs"),
         "default_root_dir": str(ckpt_dir),
         "log_every_n_steps": 10,
-        "plugins": [FileCheckpointIO()],  # no in-memory copy of a multi-GB checkpoint
     }
     kwargs.update(trainer_kwargs or {})
-    kwargs["callbacks"] = [*kwargs.get("callbacks", []), checkpoint]
+    # last.ckpt every ckpt_every steps, streamed to disk (no in-memory copy of a multi-GB checkpoint)
+    checkpointing = checkpointed_trainer_kwargs(ckpt_dir, ckpt_every)
+    kwargs["callbacks"] = [*kwargs.get("callbacks", []), *checkpointing["callbacks"]]
+    kwargs["plugins"] = [*kwargs.get("plugins", []), *checkpointing["plugins"]]
     trainer = L.Trainer(**kwargs)
-    # The budget counts tokens over all ranks: each optimizer step consumes one batch per rank, and the ranks split
-    # the budget's batches evenly (a remainder of fewer batches than ranks is left out).
+    # the budget counts tokens over all ranks: each step takes one batch per rank
+    set_max_steps(trainer, datamodule.num_train_batches(token_budget))
     world = trainer.world_size
-    trainer.fit_loop.epoch_loop.max_steps = max(1, datamodule.num_train_batches(token_budget) // world)
 
     val = datamodule.val_dataloader()
     trainer.validate(module, dataloaders=val, verbose=False)
     nmse_init = dict(module.heldout_nmse)
-    last = ckpt_dir / "last.ckpt"
-    trainer.fit(
-        module, ckpt_path=str(last) if last.exists() else None
-    )  # batches: `BLDModule.train_dataloader`
-    trainer.save_checkpoint(last)  # the final state too, so a rerun after completion trains nothing
+    trainer.fit(module, ckpt_path=resume_path(ckpt_dir))  # batches: `BLDModule.train_dataloader`
+    trainer.save_checkpoint(
+        ckpt_dir / "last.ckpt"
+    )  # the final state too, so a rerun after completion trains nothing
     trainer.validate(module, dataloaders=val, verbose=False)
     library.requires_grad_(False).eval()
     metrics = {

@@ -1,8 +1,12 @@
-"""`puzzle` command line: one subcommand per pipeline stage, `run` for all of them, `bench` for the harness tasks.
+"""`puzzle` command line: one subcommand per pipeline stage, `run` for all of them, `bench` for the harness tasks,
+and three tools that read a run folder or a config.
 
     puzzle run configs/quick.yaml --run-dir runs/quick          # every stage; a rerun skips finished ones
     puzzle score --run-dir runs/quick                           # one stage (config read from the run folder)
     puzzle bench --profile quick                                # benchmark records (benchmarks.runner)
+    puzzle gkd-scaling runs/quick puzzle-1.5x --tokens 524288   # held-out quality along one child's GKD
+    puzzle child-quality runs/quick puzzle-1.5x --time          # some children now, before evaluate
+    puzzle cost-model-check configs/quick.yaml --children 8     # both cost models against random timed children
 
 Bad input (a parent that is not Llama-family, a search space that does not fit it, an unreachable throughput
 target, a run folder of another parent, a malformed config) prints `error: ...` to stderr and exits with 2.
@@ -11,12 +15,14 @@ target, a run folder of another parent, a malformed config) prints `error: ...` 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
-from puzzle.pipeline import STAGES, ConfigError, Pipeline, StageNotReadyError, load_config, run_config_path
+from effinfer_core.trainer import parse_devices
+from puzzle.config import ConfigError, load_config, run_config_path
+from puzzle.pipeline import STAGES, Pipeline, StageNotReadyError
 
 STAGE_HELP = {
     "library": "build the block library (every variant of every layer, initialised from the parent)",
@@ -31,12 +37,15 @@ STAGE_HELP = {
 }
 
 
-def _devices(value: str) -> Any:
-    if value == "auto":
-        return value
-    if "," in value:
-        return [int(v) for v in value.split(",") if v]
-    return int(value)
+# tool subcommand -> its module (add_arguments, main) and help
+TOOLS = {
+    "gkd-scaling": ("puzzle.gkd_scaling", "held-out quality of one realised child as its GKD goes on"),
+    "child-quality": (
+        "puzzle.child_quality",
+        "held-out quality (and with --time speed) of some children now",
+    ),
+    "cost-model-check": ("puzzle.cost_model_check", "both cost models against random children, timed"),
+}
 
 
 def _common(p: argparse.ArgumentParser, *, config_required: bool) -> None:
@@ -62,7 +71,9 @@ def _common(p: argparse.ArgumentParser, *, config_required: bool) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     g = p.add_argument_group("Lightning (BLD and GKD)")
     g.add_argument("--accelerator", default=None, help="Lightning accelerator (auto|cpu|gpu)")
-    g.add_argument("--devices", type=_devices, default=None, help="Lightning devices (auto, a count, or 0,1)")
+    g.add_argument(
+        "--devices", type=parse_devices, default=None, help="Lightning devices (auto, a count, or 0,1)"
+    )
     g.add_argument("--strategy", default=None, help="Lightning strategy (auto|ddp|fsdp|...)")
     g.add_argument("--num-nodes", type=int, default=None, help="Lightning number of nodes")
     g.add_argument(
@@ -98,27 +109,25 @@ def build_parser() -> argparse.ArgumentParser:
                 help="distil only these children now (e.g. one per machine); the stage is done when a "
                 "later `puzzle gkd` finds every child distilled",
             )
-    bench = sub.add_parser("bench", help="run the Puzzle benchmark tasks (benchmarks.runner)")
-    bench.add_argument(
-        "--profile",
-        choices=("quick", "cpu", "full"),
-        default="quick",
-        help="configs/<profile>.yaml: quick (~10 min CPU), cpu (~1 h CPU), full (GPU budgets)",
+    for name, (module, help_text) in TOOLS.items():
+        tool = importlib.import_module(module)
+        p = sub.add_parser(name, help=help_text, description=(tool.__doc__ or help_text).split("\n")[0])
+        tool.add_arguments(p)
+    from benchmarks.bench_command import add_bench_arguments
+    from puzzle.bench import tasks
+
+    bench = sub.add_parser(
+        "bench",
+        help="run the Puzzle benchmark tasks (benchmarks.runner)",
+        description="The Puzzle tasks of the benchmark harness: results, report and a summary.",
     )
+    add_bench_arguments(bench, [t.name for t in tasks()])
     bench.add_argument(
         "--config",
         type=Path,
         default=None,
         help="run config for puzzle.austen instead of configs/<profile>.yaml (e.g. configs/cpu-long.yaml)",
     )
-    bench.add_argument("--device", default=None)
-    bench.add_argument("--threads", type=int, default=None)
-    bench.add_argument(
-        "--results", type=Path, default=Path("results/results.jsonl"), help="JSONL results file"
-    )
-    bench.add_argument("--data-dir", type=Path, default=None)
-    bench.add_argument("--work-root", type=Path, default=None, help="scratch folder for task artifacts")
-    bench.add_argument("--only", nargs="*", help="task names to run (default: all puzzle tasks)")
     return parser
 
 
@@ -144,31 +153,20 @@ def _pipeline(args: argparse.Namespace) -> Pipeline:
     return pipe
 
 
-def _bench(args: argparse.Namespace) -> None:
-    from benchmarks.runner import run_tasks
+def _bench(args: argparse.Namespace) -> int:
+    """The harness's one bench command over the Puzzle tasks; its exit status."""
+    from benchmarks.bench_command import run_bench
     from puzzle.bench import tasks
 
     if args.config is not None and not args.config.exists():
         raise FileNotFoundError(f"--config {args.config} does not exist")
-    available = tasks(args.config)
-    chosen = [t for t in available if not args.only or t.name in args.only]
-    if not chosen:
-        raise ConfigError(f"--only {args.only} matches no task; tasks: {[t.name for t in available]}")
-    run_tasks(
-        chosen,
-        profile=args.profile,
-        device=args.device,
-        results_path=args.results,
-        data_dir=args.data_dir,
-        work_root=args.work_root,
-        threads=args.threads,
-    )
+    return run_bench(args, tasks(args.config))
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     from benchmarks.data import SourceMissingError
+    from effinfer_core.run_folder import RunFolderMismatchError
     from puzzle.parent import NotLlamaFamilyError
-    from puzzle.run_folder import RunFolderMismatchError
     from puzzle.search import InfeasibleTargetError
 
     return (
@@ -187,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "bench":
-            _bench(args)
-            return 0
+            return _bench(args)
+        if args.command in TOOLS:
+            return importlib.import_module(TOOLS[args.command][0]).main(args)
         pipe = _pipeline(args)
         if args.command == "run":
             stages = STAGES[: STAGES.index(args.until) + 1] if args.until else STAGES
@@ -197,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(pipe.run.read_json("evaluate/evaluate.json"), indent=2))
         elif getattr(args, "children", None):
             pipe.require("gkd")
-            pipe.distil(args.children)
+            from puzzle.stages.gkd import distil
+
+            distil(pipe, args.children)
         else:
             pipe.run_stage(args.command)
     except _known_errors() as e:

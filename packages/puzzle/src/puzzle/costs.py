@@ -14,7 +14,7 @@ each probe interleaved with the skeleton and the parent and rescaled to the pare
                     = its two subblocks + an overhead per non-no-op subblock, (parent - skeleton - L * (parent
                     attention + parent FFN)) / 2L, what an attention and an FFN in one layer cost beyond their
                     probes (`additive_times`); "blocks": every block of the space in its own probe, |A| x |F| probes
-                    instead of |A| + |F|, no additivity assumed. scripts/cost_model_check.py compares the two.
+                    instead of |A| + |F|, no additivity assumed. `puzzle cost-model-check` compares the two.
 Per subblock variant: params and memory_mib = weights + KV cache, KV = (P + D) * B * 2 * n_kv * head_dim * bytes; a
 block's are the sums of its two subblocks'. Every layer's block of the same config has the same shape, so each
 distinct block is measured once. The non-block part (token embedding, final norm, LM head on the last position,

@@ -18,7 +18,6 @@ killed-and-resumed run trains on the same batches as an uninterrupted one.
 from __future__ import annotations
 
 import csv
-import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,12 +26,17 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader
 
-from puzzle.checkpoint_io import FileCheckpointIO
+from effinfer_core.training import (
+    FrozenTeacher,
+    checkpointed_trainer_kwargs,
+    resume_path,
+    set_max_steps,
+    warmup_cosine,
+)
 from puzzle.data import AustenDataModule
 
 
@@ -82,9 +86,7 @@ class GKDModule(L.LightningModule):
     ):
         super().__init__()
         self.student = student
-        self._teacher = [
-            teacher.eval().requires_grad_(False)
-        ]  # a list keeps it out of the registered modules
+        self._teacher = FrozenTeacher(teacher)  # unregistered: not trained, saved or wrapped by DDP/FSDP
         self.data = datamodule
         self.token_budget = token_budget
         self.lr, self.weight_decay, self.warmup_frac = lr, weight_decay, warmup_frac
@@ -93,10 +95,9 @@ class GKDModule(L.LightningModule):
 
     @property
     def teacher(self) -> nn.Module:
-        return self._teacher[0]
+        return self._teacher.get(self.device)
 
     def on_fit_start(self) -> None:
-        self.teacher.to(self.device)
         self.student.train()
 
     def train_dataloader(self) -> DataLoader:
@@ -123,15 +124,8 @@ class GKDModule(L.LightningModule):
         params = [p for p in self.student.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         total = max(1, int(self.trainer.max_steps))
-        warmup = int(self.warmup_frac * total)
-
-        def schedule(step: int) -> float:  # linear warm-up, then cosine to 10% of lr
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = (step - warmup) / max(1, total - warmup)
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        # linear warm-up, then cosine to 10% of lr
+        sched = warmup_cosine(opt, total, int(self.warmup_frac * total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
@@ -166,24 +160,19 @@ def run_gkd(
         "devices": "auto",
         "strategy": "auto",
         "num_nodes": 1,
-        "plugins": [FileCheckpointIO()],  # no in-memory copy of the checkpoint (weights + Adam)
         **{k: v for k, v in (trainer_kwargs or {}).items() if v is not None},
     }
     callbacks = [*callbacks, *kwargs.pop("callbacks", [])]
-    checkpoint = ModelCheckpoint(
-        dirpath=ckpt_dir,
-        save_last=True,
-        save_top_k=0,
-        every_n_train_steps=checkpoint_every,
-        save_on_train_epoch_end=True,
-    )
+    # last.ckpt every checkpoint_every steps, streamed to disk (no in-memory copy of weights + Adam)
+    checkpointing = checkpointed_trainer_kwargs(ckpt_dir, checkpoint_every)
+    kwargs["plugins"] = [*kwargs.get("plugins", []), *checkpointing["plugins"]]
     attempt = len(
         list((ckpt_dir / "log").glob("version_*"))
     )  # a resumed run logs beside, not over, the first
     trainer = L.Trainer(
         max_epochs=-1,
         logger=CSVLogger(ckpt_dir, name="log", version=attempt),
-        callbacks=[checkpoint, *callbacks],
+        callbacks=[*checkpointing["callbacks"], *callbacks],
         enable_model_summary=False,
         log_every_n_steps=1,
         num_sanity_val_steps=0,
@@ -192,16 +181,15 @@ def run_gkd(
         gradient_clip_val=gradient_clip or None,
         **kwargs,
     )
+    set_max_steps(trainer, datamodule.num_train_batches(token_budget))  # one batch per rank per step
     world = trainer.world_size
-    trainer.fit_loop.epoch_loop.max_steps = max(1, datamodule.num_train_batches(token_budget) // world)
-    last = ckpt_dir / "last.ckpt"
     # Lightning warns that a mid-epoch resume replays a non-resumable loader; ours starts past the batches already
     # trained on (`GKDModule.train_dataloader`), so the warning would only mislead.
     with warnings.catch_warnings():
         warnings.filterwarnings(
             "ignore", message="You're resuming from a checkpoint that ended before the epoch"
         )
-        trainer.fit(module, ckpt_path=last if last.exists() else None)
+        trainer.fit(module, ckpt_path=resume_path(ckpt_dir))
     out = {"steps": trainer.global_step, "tokens": trainer.global_step * datamodule.tokens_per_batch * world}
     if (
         trainer.is_global_zero

@@ -24,7 +24,7 @@ Decisions (documented here because P-pipe builds on them):
   overshoot a bound (by ~1e-6 of a block), that bound is tightened by the overshoot and the MIP re-solved, so
   returned solutions meet every bound exactly.
 - Solvers run with zero optimality gap (`mip_gap=0`): on an 80 x 16 library CBC takes ~0.1-0.3 s and HiGHS
-  ~0.3-0.7 s here (packages/puzzle/scripts/mip_speed.py), so exactness costs little.
+  ~0.3-0.7 s here (the puzzle.mip_speed bench task), so exactness costs little.
 """
 
 from __future__ import annotations
@@ -240,7 +240,7 @@ def _solver(name: SolverName, time_limit_s: float, mip_gap: float) -> tuple[pulp
         return highs, "highs"
     if name not in ("auto", "cbc"):
         raise ValueError(f"solver must be 'auto', 'cbc' or 'highs', got {name!r}")
-    # "auto" is CBC: on the 80x16 library it solved about 2x faster than HiGHS (scripts/mip_speed.py).
+    # "auto" is CBC: on the 80x16 library it solved about 2x faster than HiGHS (the puzzle.mip_speed bench task).
     # CBC's automatic cutoff increment prunes nodes that improve by less than it: measured 1.5e-5 suboptimal here.
     kwargs = dict(msg=False, timeLimit=time_limit_s, gapRel=mip_gap, gapAbs=0.0, options=["increment 1e-10"])
     cbc = pulp.COIN_CMD(**kwargs)  # a cbc on PATH (pulp[cbc])

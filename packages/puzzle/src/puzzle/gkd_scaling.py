@@ -10,7 +10,7 @@ run checkpoints there every `gkd.checkpoint_every` steps and keeps its held-out 
 command run again resumes where it was killed (at 22-25 s per 1K-token step on a 2-core AMD VM, 1M tokens take ~7 h);
 DIR/settings.json holds what the run was started with, and a rerun with other settings is refused.
 
-Usage: python packages/puzzle/scripts/gkd_scaling.py RUN_DIR CHILD [--tokens N] [--eval-every N] [--threads 2]
+Usage: puzzle gkd-scaling RUN_DIR CHILD [--tokens N] [--eval-every N] [--threads 2]
        [--config CONFIG] [--gkd KEY=VALUE ...] [--ckpt-dir DIR] [--out FILE.json]
 CONFIG defaults to RUN_DIR/config.json (written by `puzzle run` and `puzzle bench`).
 `--gkd lr=5e-4 --gkd cosine_weight=0` overrides the config's GKD settings for a sweep. --out FILE.json gets the
@@ -32,9 +32,11 @@ import lightning as L
 import torch
 
 from effinfer_core.atomic import write_atomic
+from puzzle.config import ConfigError, load_config, run_config_path
 from puzzle.evaluate import quality_metrics
 from puzzle.gkd import run_gkd
-from puzzle.pipeline import ConfigError, Pipeline, load_config, run_config_path
+from puzzle.pipeline import Pipeline
+from puzzle.stages.realize import child_key
 
 
 class HeldOutEval(L.Callback):
@@ -103,7 +105,7 @@ def gkd_overrides(items: list[str]) -> dict[str, str]:
     pairs = [item.partition("=") for item in items]
     bad = [item for item, (_, sep, _) in zip(items, pairs, strict=True) if not sep]
     if bad:
-        raise SystemExit(f"--gkd {bad[0]!r}: expected KEY=VALUE, e.g. --gkd lr=5e-4")
+        raise ConfigError(f"--gkd {bad[0]!r}: expected KEY=VALUE, e.g. --gkd lr=5e-4")
     return {key: value for key, _, value in pairs}
 
 
@@ -128,7 +130,7 @@ def gkd_scaling(
             ckpt_dir / "settings.json",
             {
                 "child": child,
-                "child_key": pipe.child_key(record),
+                "child_key": child_key(pipe, record),
                 "tokens": tokens,
                 "eval_every": eval_every,
                 "gkd": gkd,
@@ -190,13 +192,12 @@ def _bind_settings(path: Path, settings: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(settings, indent=2, sort_keys=True))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("child", help="a child of the run (a folder under RUN_DIR/realize)")
     ap.add_argument("--tokens", type=int, default=524_288)
     ap.add_argument("--eval-every", type=int, default=131_072)
-    ap.add_argument("--config", type=Path, default=None)
+    ap.add_argument("--config", type=Path, default=None, help="default: RUN_DIR/config.json")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument(
         "--gkd",
@@ -212,27 +213,27 @@ def main() -> None:
         help="keep checkpoints and rows here, so that the same command resumes a killed run",
     )
     ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
-    args = ap.parse_args()
+
+
+def main(args: argparse.Namespace) -> int:
+    """`puzzle gkd-scaling`: ConfigError for bad input (the CLI prints it and exits with 2)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     if not (args.run_dir / "realize" / args.child).is_dir():
-        raise SystemExit(
+        raise ConfigError(
             f"no realised child {args.child!r} under {args.run_dir / 'realize'}; "
             "run the pipeline's realize stage first"
         )
-    config_path = None
+    overrides = gkd_overrides(args.gkd)
+    config_path = run_config_path(args.run_dir, args.config)
     try:
-        config_path = run_config_path(args.run_dir, args.config)
-        config = load_config(config_path, gkd=gkd_overrides(args.gkd) or None)
+        config = load_config(config_path, gkd=overrides or None)
         pipe = Pipeline(config, args.run_dir, progress=False)
         result = gkd_scaling(
             pipe, args.child, tokens=args.tokens, eval_every=args.eval_every, ckpt_dir=args.ckpt_dir
         )
     except ConfigError as err:
-        raise SystemExit(f"{config_path or args.run_dir}: {err}") from None
+        raise ConfigError(f"{config_path}: {err}") from None
     if args.out:  # with the per-step losses, to see whether and where training lost its footing
         write_atomic(args.out, json.dumps({**result, "config": str(config_path)}, indent=2))
-
-
-if __name__ == "__main__":
-    main()
+    return 0

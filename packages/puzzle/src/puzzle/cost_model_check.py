@@ -15,8 +15,7 @@ hold the no-op attention and the no-op FFN.
 Child k of N keeps the parent's block in each layer with probability k / (N + 1) and otherwise takes a block drawn
 uniformly from the space, so the children spread from much faster than the parent to close to it.
 
-Usage: python packages/puzzle/scripts/cost_model_check.py CONFIG [--children 8] [--seed 0] [--iters 10]
-       [--threads 2] [--out FILE.json]
+Usage: puzzle cost-model-check CONFIG [--children 8] [--seed 0] [--iters 10] [--threads 2] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -31,33 +30,39 @@ from pathlib import Path
 
 import torch
 
+from effinfer_core.atomic import write_atomic
 from puzzle.block_config import BlockConfig
+from puzzle.config import ConfigError, load_config
 from puzzle.costs import additive_times, build_cost_table, measure_generations, runtime_ratio, with_blocks
 from puzzle.modeling_decilm import build_attention_block, build_ffn_block
 from puzzle.parent import load_parent
-from puzzle.pipeline import ConfigError, Pipeline, load_config
+from puzzle.pipeline import Pipeline
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("config", type=Path)
-    ap.add_argument("--children", type=int, default=8)
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("config", type=Path, help="run config, YAML or JSON")
+    ap.add_argument("--children", type=int, default=8, help="random children to time (default %(default)s)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--iters", type=int, default=10, help="rounds of side-by-side timing")
+    ap.add_argument(
+        "--iters", type=int, default=10, help="rounds of side-by-side timing (default %(default)s)"
+    )
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=None, help="write the rows and the cost table as JSON here")
-    args = ap.parse_args()
+
+
+def main(args: argparse.Namespace) -> int:
+    """`puzzle cost-model-check`: ConfigError for bad input (the CLI prints it and exits with 2)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         config = load_config(args.config)
     except ConfigError as err:
-        raise SystemExit(f"{args.config}: {err}") from None
+        raise ConfigError(f"{args.config}: {err}") from None
     with tempfile.TemporaryDirectory() as tmp:  # the pipeline binds a run folder; nothing of it is kept
         pipe = Pipeline(config, tmp, progress=True)
         attention, ffn, scenario = pipe.attention_variants(), pipe.ffn_variants(), pipe.scenario()
     if not (any(a.no_op for a in attention) and any(f.no_op for f in ffn)):
-        raise SystemExit(
+        raise ConfigError(
             "the subblocks model needs lone-subblock probes: the search space must allow no-op "
             "attention and no-op FFN (attention_no_op: true, ffn_no_op: true)"
         )
@@ -129,9 +134,9 @@ def main() -> None:
         "block time / its two subblocks' alone: "
         + ", ".join(f"{n} {r:.3f}" for n, r in table.calibration["additivity"].items())
     )
-    if args.out:
-        tmp = args.out.with_name(args.out.name + ".tmp")  # a killed run leaves no half-written file
-        tmp.write_text(
+    if args.out:  # through a temporary file: a killed run leaves no half-written file
+        write_atomic(
+            args.out,
             json.dumps(
                 {
                     "config": str(args.config),
@@ -141,10 +146,6 @@ def main() -> None:
                     "costs": table.to_dict(),
                 },
                 indent=2,
-            )
+            ),
         )
-        tmp.replace(args.out)
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -6,8 +6,7 @@ With --time it also times the parent and the children side by side in a fresh pr
 the predicted/measured runtime relative to the parent, through `evaluate`'s own code. Pause a training run on the
 same cores while it times (`kill -STOP -PGID`, then `kill -CONT -PGID`): the two would share the CPU.
 
-Usage: python packages/puzzle/scripts/child_quality.py RUN_DIR CHILD [CHILD ...] [--stage gkd|realize] [--time]
-       [--config CONFIG] [--threads 2]
+Usage: puzzle child-quality RUN_DIR CHILD [CHILD ...] [--stage gkd|realize] [--time] [--config CONFIG] [--threads 2]
 CONFIG defaults to RUN_DIR/config.json (written by `puzzle run` and `puzzle bench`).
 """
 
@@ -18,32 +17,33 @@ from pathlib import Path
 
 import torch
 
+from puzzle.config import ConfigError, load_config, run_config_path
 from puzzle.evaluate import quality_metrics
-from puzzle.pipeline import ConfigError, Pipeline, load_config, run_config_path
+from puzzle.pipeline import Pipeline
+from puzzle.stages.evaluate import evaluate_children
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("run_dir", type=Path)
-    ap.add_argument("children", nargs="+")
-    ap.add_argument("--stage", choices=("gkd", "realize"), default="gkd")
-    ap.add_argument("--config", type=Path, default=None)
+    ap.add_argument("children", nargs="+", metavar="CHILD")
+    ap.add_argument("--stage", choices=("gkd", "realize"), default="gkd", help="default %(default)s")
+    ap.add_argument("--config", type=Path, default=None, help="default: RUN_DIR/config.json")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--time", action="store_true", help="also time parent and children (evaluate's scenario)")
-    args = ap.parse_args()
+
+
+def main(args: argparse.Namespace) -> int:
+    """`puzzle child-quality`: ConfigError for bad input (the CLI prints it and exits with 2)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     missing = [c for c in args.children if not (args.run_dir / args.stage / c / "config.json").exists()]
     if missing:
-        raise SystemExit(f"no finished {args.stage} child {missing} under {args.run_dir / args.stage}")
-    try:
-        config = load_config(run_config_path(args.run_dir, args.config))
-    except ConfigError as err:
-        raise SystemExit(str(err)) from None
+        raise ConfigError(f"no finished {args.stage} child {missing} under {args.run_dir / args.stage}")
+    config = load_config(run_config_path(args.run_dir, args.config))
     pipe = Pipeline(config, args.run_dir, progress=False)
     batches = pipe.datamodule().heldout_batches("test", config["evaluate"]["tokens"])
     if args.time:
-        results = pipe.evaluate_children(args.stage, args.children)
+        results = evaluate_children(pipe, args.stage, args.children)
     else:
         parent, _ = pipe.parent()
         children = {c: pipe.load_child(args.stage, c) for c in args.children}
@@ -66,7 +66,4 @@ def main() -> None:
             if "predicted_over_measured_vs_parent" in r:
                 line += f"  pred/meas vs parent {r['predicted_over_measured_vs_parent']:.3f}"
         print(line)
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -1,0 +1,82 @@
+"""evaluate: the parent and the distilled children side by side -> evaluate/evaluate.json."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from puzzle.stages.measure import cost_table
+
+if TYPE_CHECKING:
+    from puzzle.pipeline import Pipeline
+
+
+def run(pipe: Pipeline, h: str) -> dict[str, Any]:
+    solutions = pipe.solutions()
+    results = evaluate_children(pipe, "gkd", list(solutions))
+    for name, rec in solutions.items():
+        results[name].update(
+            {
+                "method": rec["method"],
+                "target": rec["target"],
+                "target_tokens_per_s": rec["target_tokens_per_s"],
+            }
+        )
+    pipe.run.write_json("evaluate/evaluate.json", results)
+    pipe.log(format_results(results))
+    return {}
+
+
+def predicted_runtimes(pipe: Pipeline) -> dict[str, float]:
+    """The search's predicted runtime (ms) of every child, and the parent's as timed by the measure stage."""
+    predicted = {name: rec["predicted"]["runtime_ms"] for name, rec in pipe.solutions().items()}
+    predicted["parent"] = cost_table(pipe).calibration["parent_measured"]["runtime_ms"]
+    return predicted
+
+
+def evaluate_children(pipe: Pipeline, stage: str, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The parent and the children RUN_DIR/<stage>/<name> side by side: held-out quality, speed timed in a fresh
+    process (the config's scenario, warm-up and iterations) and the search's predicted runtime over the measured
+    one. The evaluate stage and `puzzle child-quality --time` both read their figures from here."""
+    from puzzle.evaluate import evaluate_models, measure_in_fresh_process
+
+    parent, _ = pipe.parent()
+    ecfg = pipe.config["evaluate"]
+    batches = pipe.datamodule().heldout_batches("test", ecfg["tokens"])
+    pipe.log("[evaluate] timing the parent and the children in a fresh process")
+    costs = measure_in_fresh_process(
+        pipe.parent_path,
+        {name: pipe.run.path(f"{stage}/{name}") for name in names},
+        pipe.scenario(),
+        device=pipe.device,
+        warmup=ecfg["warmup"],
+        iters=ecfg["iters"],
+    )
+    children = {name: pipe.load_child(stage, name) for name in names}
+    return evaluate_models(
+        children,
+        parent,
+        batches,
+        pipe.scenario(),
+        device=pipe.device,
+        predicted_runtime_ms=predicted_runtimes(pipe),
+        progress=pipe.progress,
+        costs=costs,
+    )
+
+
+def format_results(results: Mapping[str, Mapping[str, float]]) -> str:
+    """One line per model: quality and measured throughput."""
+    head = (
+        f"{'model':<22}{'top1 acc':>9}{'retain':>8}{'agree':>7}{'KL':>8}{'ppl':>9}{'tok/s':>9}{'speedup':>8}"
+        f"{'pred/meas':>10}"
+    )
+    lines = [head]
+    for name, r in results.items():
+        lines.append(
+            f"{name:<22}{r['top1_accuracy']:>9.4f}{r['top1_accuracy_retention']:>8.3f}"
+            f"{r['top1_agreement']:>7.3f}{r['kl']:>8.4f}{r['perplexity']:>9.2f}"
+            f"{r['measured_tokens_per_s']:>9.1f}{r['speedup']:>8.3f}"
+            f"{r.get('predicted_over_measured', float('nan')):>10.3f}"
+        )
+    return "\n".join(lines)
