@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.claims import Claim
 from benchmarks.results import append_record, make_record
 from benchmarks.yardstick import Calibration, Cost
 
@@ -91,6 +92,7 @@ class Task:
     # the spread of the quality metric over repeated runs (seeds, machines): `benchmarks compare` flags only drops
     # beyond it; None: any drop is flagged
     quality_noise: float | None = None
+    claim: Claim | None = None  # the paper's claim this task judges (the report's claims page)
 
 
 def _summary(quality: dict[str, float], cost: dict[str, Any], throughput_key: str) -> str:

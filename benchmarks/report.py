@@ -6,6 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from benchmarks.claims import Claim, claims_section
 from benchmarks.results import read_records
 from effinfer_core.atomic import write_atomic
 
@@ -142,8 +143,32 @@ def _plot(task: str, records: list[dict[str, Any]], out: Path, companions: list[
     return True
 
 
-def write_report(results_path: Path, out_dir: Path) -> Path:
-    """Write ``out_dir/report.md`` and one ``<task>.png`` per task; returns the report's path."""
+def run_records(latest: list[dict[str, Any]], task: str) -> list[dict[str, Any]]:
+    """The task's newest records that share the device and profile of its very newest one: one run's records, so
+    that ratios between them are measured side by side."""
+    mine = [r for r in latest if r["task"] == task]
+    if not mine:
+        return []
+    newest = max(mine, key=lambda r: r["time"])
+    same = (newest["device"].get("name"), newest["extra"].get("profile"))
+    return [r for r in latest if (r["device"].get("name"), r["extra"].get("profile")) == same]
+
+
+def _claims(latest: list[dict[str, Any]], claims: dict[str, Claim] | None) -> list[str]:
+    if claims is None:
+        from benchmarks.registry import (
+            discover_tasks,
+        )  # the tasks know their claims; the report knows records
+
+        claims = {t.name: t.claim for t in discover_tasks()[0] if t.claim is not None}
+    present = {r["task"] for r in latest}
+    claims = {task: claim for task, claim in claims.items() if task in present}
+    return claims_section(claims, [r for task in claims for r in run_records(latest, task)])
+
+
+def write_report(results_path: Path, out_dir: Path, claims: dict[str, Claim] | None = None) -> Path:
+    """Write ``out_dir/report.md`` (the claims page first: ``claims`` by task name, default the installed tasks')
+    and one ``<task>.png`` per task; returns the report's path."""
     records = read_records(results_path)
     if not records:
         raise ValueError(
@@ -156,6 +181,7 @@ def write_report(results_path: Path, out_dir: Path) -> Path:
         by_task[r["task"]].append(r)
 
     lines = ["# Benchmark report", "", f"Results: `{results_path}` ({len(records)} records).", ""]
+    lines += _claims(latest, claims)
     calib = by_task.pop("calibration", [])
     if calib:
         lines += [
