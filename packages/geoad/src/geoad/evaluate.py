@@ -153,7 +153,8 @@ class EvalRun:
             seed=0,
             download=self.config.download,
         )
-        detector = GeoADDetector.fit(datamodule, fit, self.fit_log, f"class {normal_class} seed {seed}")
+        prefix = f"fit T={fit.transforms} class {normal_class} seed {seed}"
+        detector = GeoADDetector.fit(datamodule, fit, self.fit_log, prefix)
         artifact = self.detector_path(normal_class, seed)
         detector.save(artifact)
         self.run.mark_done(step, inputs, artifacts=[artifact])
