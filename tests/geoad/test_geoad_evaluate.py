@@ -62,6 +62,12 @@ def test_protocol_end_to_end_then_rerun_skips(fmnist_test, tmp_path, capsys):
         "32-true",
     ]
     assert main(args) == 0
+    err = capsys.readouterr().err
+    # one line per (class, seed) and per baseline with time and estimate; a few per fit; Lightning's chatter in a file
+    assert "geoad evaluate 1/5 (20%) class 1 (bag) seed 0: AUROC" in err and "left" in err
+    assert "geoad evaluate 5/5 (100%) class 1 (bag) iforest" in err
+    assert "fit T=4 class 1 seed 1 step 4/4 (100%)" in err and len(err.splitlines()) <= 20
+    assert "GPU available" not in err and "GPU available" in (out / "geoad.log").read_text()
     summary = json.loads((out / "results.json").read_text())
     assert set(summary["per_class"]) == {"1"} and summary["n_test"] == 80
     row = summary["per_class"]["1"]
@@ -78,9 +84,9 @@ def test_protocol_end_to_end_then_rerun_skips(fmnist_test, tmp_path, capsys):
     assert "| 1 bag | 2 |" in table and "hindsight" in table and "mean over 1 classes" in table
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("detector.pt")}
     assert len(stamps) == 2
-    capsys.readouterr()
     assert main(args) == 0  # every stage is done: nothing is retrained
     assert {p: p.stat().st_mtime_ns for p in out.rglob("detector.pt")} == stamps
+    assert capsys.readouterr().err.count("(done before)") == 5
 
 
 def test_bad_class_fails_before_training(fmnist_test, tmp_path, capsys):
