@@ -157,3 +157,23 @@ def test_fit_cli_writes_one_artifact_and_refuses_bad_classes(fmnist_test, tmp_pa
     assert main(["fit", "--normal-class", "0", "--out", str(tmp_path / "b.pt"), "--resume", *common]) == 2
     assert "no checkpoint" in capsys.readouterr().err
     assert main(["fit", "--normal-class", "0", "--transforms", "zoom", "--out", str(tmp_path / "c.pt")]) == 2
+
+
+def test_cli_and_api_default_to_the_same_precision():
+    from geoad.cli import _fit_config
+    from geoad.detector import FitConfig
+
+    for command in (["fit", "--out", "x.pt"], ["evaluate"]):
+        config = _fit_config(build_parser().parse_args(command), 0)
+        assert config.precision == FitConfig().precision == "auto"
+        assert config.resolved_precision() == FitConfig().resolved_precision()
+
+
+def test_bench_rejects_an_unknown_task_and_runs_nothing(tmp_path, capsys):
+    results = tmp_path / "results.jsonl"
+    assert main(["bench", "--only", "geoad.typo", "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert "geoad.typo" in err and all(
+        name in err for name in ("geoad.fmnist", "geoad.baselines", "geoad.scoring")
+    )
+    assert not results.exists() and not (tmp_path / "work").exists()

@@ -56,3 +56,26 @@ def test_load_refuses_missing_and_foreign_files(tmp_path):
     (tmp_path / "cut.pt").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(ArtifactError, match="not a readable detector file"):
         GeoADDetector.load(tmp_path / "cut.pt")
+
+
+def test_a_fit_bounded_by_epochs_shows_a_few_progress_lines():
+    # LogProgress counts steps against max_steps; a fit given epochs alone must still say how far it is
+    from geoad.data import GeoADDataModule
+    from geoad.detector import FIT_PROGRESS_LINES, FitConfig
+
+    lines = []
+    config = FitConfig(
+        backbone="wrn-10-1", transforms="4", epochs=2, batch_size=32, accelerator="cpu", devices=1
+    )
+    torch.manual_seed(0)
+    detector = GeoADDetector.fit(
+        GeoADDataModule("fashion-mnist", 1, batch_size=32, limit=80), config, lines.append, "T4"
+    )
+    assert (
+        detector.meta["train_steps"] == 2 * 10
+    )  # 80 images x 4 transformations / 32, twice: as without lines
+    assert 2 <= len(lines) <= FIT_PROGRESS_LINES + 1 and lines[-1].startswith("T4 step 20/20 (100%)")
+    assert config.precision == "auto" and detector.meta["fit_config"]["precision"] in (
+        "32-true",
+        "bf16-mixed",
+    )

@@ -9,78 +9,73 @@
 * ``geoad.scoring``: the 72-transformation scoring path under fp32/bf16 and NCHW/channels_last (and
   torch.compile in the full profile), to show what each setting buys and what fraction of the GEMM peak it reaches.
 
-Profiles: ``quick`` is a few minutes on a 2-core CPU (one class, a reduced network and budget, test subset);
-``full`` is the paper's protocol (WRN-10-4, ceil(200/T) passes over all normal images, the whole test set, all ten
-classes, 5 seeds for the 72-set and 1 seed for the smaller sets) and is meant for a GPU.
+Profiles live in ``packages/geoad/configs/<profile>.yaml`` (quick, cpu, full), merged over ``DEFAULTS`` (the
+paper's protocol). Each task's work folder is ``<results>/work/<profile>/<task>``; every transformation set's
+``geoad evaluate`` run folder is ``T<set>`` in it, so a rerun with the same profile does no work, and one with a
+changed budget recomputes only what the change touches.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.ensemble import IsolationForest
-from sklearn.svm import OneClassSVM
 
 from benchmarks.registry import Task, TaskContext
 from benchmarks.yardstick import measure
+from effinfer_core.config import load_config, profile_path
 from geoad.baselines import baseline_normality, raw_features
 from geoad.data import normal_training_images
 from geoad.detector import FitConfig, GeoADDetector
-from geoad.evaluate import EvalConfig, load_test_split, run_baselines, run_seed
+from geoad.evaluate import EvalConfig, EvalRun, load_test_split
 from geoad.metrics import anomaly_metrics
 from geoad.transforms import Preprocessing
 
 DATASET = "fashion-mnist"
+TASK_NAMES = ("geoad.fmnist", "geoad.baselines", "geoad.scoring")
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+# The paper's protocol; a profile file overrides what it names (an unknown key is an error naming these).
+DEFAULTS = {
+    "classes": list(range(10)),
+    "seeds_72": 5,  # seeds of the paper's 72-set; the smaller sets get one
+    "backbone": "wrn-10-4",
+    "transform_sets": ["8", "18", "36", "72"],
+    "train_limit": None,  # normal training images per class (None: all)
+    "max_steps": -1,  # -1: the paper's ceil(200 / T) passes
+    "test_limit": None,
+    "dirichlet_limit": None,
+    "baseline_max_train": 2000,
+    "scoring_test_limit": None,  # test images for the scoring-settings task
+    "compile": False,
+    "precision": "auto",
+}
 
 
 @dataclass(frozen=True)
 class Budget:
     classes: tuple[int, ...]
-    seeds_72: int  # seeds of the paper's 72-set; the smaller sets get one
+    seeds_72: int
     backbone: str
     transform_sets: tuple[str, ...]
-    train_limit: int | None  # normal training images per class
-    max_steps: int  # -1: the paper's ceil(200 / T) passes
+    train_limit: int | None
+    max_steps: int
     test_limit: int | None
     dirichlet_limit: int | None
     baseline_max_train: int
-    scoring_test_limit: int | None  # test images for the scoring-settings task
+    scoring_test_limit: int | None
     compile: bool
+    precision: str
 
 
-BUDGETS = {
-    "quick": Budget(
-        classes=(0,),
-        seeds_72=1,
-        backbone="wrn-10-2",
-        transform_sets=("8", "18", "36", "72"),
-        train_limit=1000,
-        max_steps=60,
-        test_limit=400,
-        dirichlet_limit=200,
-        baseline_max_train=500,
-        scoring_test_limit=64,
-        compile=False,
-    ),
-    "full": Budget(
-        classes=tuple(range(10)),
-        seeds_72=5,
-        backbone="wrn-10-4",
-        transform_sets=("8", "18", "36", "72"),
-        train_limit=None,
-        max_steps=-1,
-        test_limit=None,
-        dirichlet_limit=None,
-        baseline_max_train=2000,
-        scoring_test_limit=2000,
-        compile=True,
-    ),
-}
-BUDGETS["cpu"] = BUDGETS[
-    "quick"
-]  # GeoAD's CPU-hour run is one `geoad evaluate` class (README), not this harness task
+def load_budget(profile: str, configs_dir: Path = CONFIGS) -> Budget:
+    """A profile's budgets: ``configs/<profile>.yaml`` over ``DEFAULTS``."""
+    config = load_config(profile_path(configs_dir, profile), DEFAULTS)
+    config["classes"] = tuple(config["classes"])
+    config["transform_sets"] = tuple(str(t) for t in config["transform_sets"])
+    return Budget(**{f.name: config[f.name] for f in fields(Budget)})
 
 
 def _eval_config(ctx: TaskContext, budget: Budget, transforms: str) -> EvalConfig:
@@ -91,7 +86,7 @@ def _eval_config(ctx: TaskContext, budget: Budget, transforms: str) -> EvalConfi
         dirichlet_limit=budget.dirichlet_limit,
         accelerator="gpu" if ctx.device.type == "cuda" else "cpu",
         devices=1,
-        precision="bf16-mixed",
+        precision=budget.precision,
     )
     return EvalConfig(
         dataset=DATASET,
@@ -101,8 +96,10 @@ def _eval_config(ctx: TaskContext, budget: Budget, transforms: str) -> EvalConfi
         fit=fit,
         train_limit=budget.train_limit,
         test_limit=budget.test_limit,
+        baselines=(),
+        baseline_max_train=budget.baseline_max_train,
         data_dir=ctx.data_dir,
-        score_batch_size=64 if ctx.device.type == "cuda" else 8,
+        score_batch_size=_scoring_batch(ctx),
     )
 
 
@@ -129,18 +126,28 @@ def _measure_detector(ctx: TaskContext, detector: GeoADDetector, images: torch.T
     )
 
 
+def _seed_line(ctx: TaskContext, transforms: str, c: int, seed: int, metrics: dict, computed: bool) -> None:
+    done = "" if computed else " (done before)"
+    ctx.log(f"T={transforms} class {c} seed {seed}: AUROC {100 * metrics['auroc']:.2f}{done}")
+
+
 def run_transform_sets(ctx: TaskContext) -> None:
-    budget = BUDGETS[ctx.profile]
+    budget = load_budget(ctx.profile)
     for transforms in budget.transform_sets:
         config = _eval_config(ctx, budget, transforms)
-        test = load_test_split(config)
-        runs = [run_seed(config, c, s, test) for c in budget.classes for s in range(config.seeds)]
+        ev = EvalRun(config, fit_log=ctx.log)
+        runs = []
+        for c in budget.classes:
+            for s in range(config.seeds):
+                metrics, computed = ev.seed(c, s)
+                _seed_line(ctx, transforms, c, s, metrics, computed)
+                runs.append(metrics)
         quality = {
             k: float(np.mean([r[k] for r in runs]))
             for k in ("auroc", "aupr_in", "aupr_out", "auroc_simplified")
         }
-        artifact = config.out_dir / f"class-{budget.classes[0]}" / "seed-0" / "detector.pt"
-        detector = GeoADDetector.load(artifact, ctx.device)
+        detector = GeoADDetector.load(ev.detector_path(budget.classes[0], 0), ctx.device)
+        test = ev.test
         cost = _measure_detector(ctx, detector, detector.conform(test.images))
         ctx.record(
             f"T={len(detector.transforms)}",
@@ -159,19 +166,27 @@ def run_transform_sets(ctx: TaskContext) -> None:
 
 
 def run_baseline_task(ctx: TaskContext) -> None:
-    budget = BUDGETS[ctx.profile]
-    config = replace(
-        _eval_config(ctx, budget, "72"), out_dir=ctx.work_dir, baseline_max_train=budget.baseline_max_train
-    )
-    test = load_test_split(config)
-    results = {c: run_baselines(config, c, test) for c in budget.classes}
+    from sklearn.ensemble import IsolationForest
+    from sklearn.svm import OneClassSVM
+
+    budget = load_budget(ctx.profile)
+    ev = EvalRun(replace(_eval_config(ctx, budget, "72"), out_dir=ctx.work_dir))
+    test = ev.test
+    names = ("ocsvm", "ocsvm-hindsight", "iforest")
+    results: dict[int, dict[str, dict]] = {}
+    for c in budget.classes:
+        results[c] = {}
+        for name in names:
+            results[c][name], computed = ev.baseline(c, name)
+            done = "" if computed else " (done before)"
+            ctx.log(f"class {c} {name}: AUROC {100 * results[c][name]['auroc']:.2f}{done}")
     # time each baseline's scoring path on the first class, refitted with the parameters it chose
     normal = normal_training_images(DATASET, budget.classes[0], ctx.data_dir, budget.train_limit)
     prep = Preprocessing.for_images(normal.images)
     train = raw_features(normal.images[: budget.baseline_max_train], prep)
     batch = prep.conform(test.images)[:256]
     cpu = torch.device("cpu")  # scikit-learn runs on the CPU whatever the harness device
-    for name in ("ocsvm", "ocsvm-hindsight", "iforest"):
+    for name in names:
         params = results[budget.classes[0]][name]["params"]
         model = (
             IsolationForest(n_estimators=100, random_state=0)
@@ -210,14 +225,16 @@ def run_baseline_task(ctx: TaskContext) -> None:
 
 
 def run_scoring_settings(ctx: TaskContext) -> None:
-    budget = BUDGETS[ctx.profile]
+    budget = load_budget(ctx.profile)
+    # geoad.fmnist's run folder: the same config has the same fit inputs, so its detector is found, not retrained
     config = replace(_eval_config(ctx, budget, "72"), out_dir=ctx.work_dir.parent / "geoad.fmnist" / "T72")
     c = budget.classes[0]
-    artifact = config.out_dir / f"class-{c}" / "seed-0" / "detector.pt"
+    ev = EvalRun(config, fit_log=ctx.log)
+    metrics, computed = ev.seed(c, 0)
+    _seed_line(ctx, "72", c, 0, metrics, computed)
+    artifact = ev.detector_path(c, 0)
     test = load_test_split(replace(config, test_limit=budget.scoring_test_limit))
     is_normal = test.labels.numpy() == c
-    if not artifact.exists():  # normally made by geoad.fmnist; make it here when run alone
-        run_seed(config, c, 0, load_test_split(config))
     settings = [
         ("fp32 NCHW", False, False, False),
         ("fp32 channels_last", False, True, False),

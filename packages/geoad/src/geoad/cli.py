@@ -14,6 +14,7 @@ import io
 import sys
 from pathlib import Path
 
+from effinfer_core.trainer import TrainerFlags
 from geoad.data import NAMED, DataError, load_images
 
 EXIT_USAGE = 2
@@ -66,17 +67,7 @@ def _add_fit_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="zero padding per side before the network; default 2 for 28x28 images (-> 32), else 0",
     )
-    t = p.add_argument_group("Lightning trainer")
-    t.add_argument("--accelerator", default="auto", help="cpu, gpu, auto (default %(default)s)")
-    t.add_argument("--devices", default="auto", help="number of devices or 'auto' (default %(default)s)")
-    t.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (default %(default)s)")
-    t.add_argument("--num-nodes", type=int, default=1, help="default %(default)s")
-    t.add_argument(
-        "--precision",
-        default="bf16-mixed",
-        help="Lightning precision: bf16-mixed (default; fp32 master weights, 4x faster on CPUs with "
-        "AMX) or 32-true (the paper's)",
-    )
+    TrainerFlags.add_arguments(p)
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
@@ -89,7 +80,9 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
 def _fit_config(args: argparse.Namespace, seed: int):
     from geoad.detector import FitConfig
 
-    devices = int(args.devices) if str(args.devices).isdigit() else args.devices
+    flags = TrainerFlags.from_args(
+        args
+    )  # precision stays "auto" here: FitConfig resolves it, as the API does
     return FitConfig(
         backbone=args.backbone,
         transforms=args.transforms,
@@ -101,11 +94,11 @@ def _fit_config(args: argparse.Namespace, seed: int):
         dirichlet_limit=args.dirichlet_limit,
         pad=args.pad,
         channels_last=not args.no_channels_last,
-        accelerator=args.accelerator,
-        devices=devices,
-        strategy=args.strategy,
-        num_nodes=args.num_nodes,
-        precision=args.precision,
+        accelerator=flags.accelerator,
+        devices=flags.devices,
+        strategy=flags.strategy,
+        num_nodes=flags.num_nodes,
+        precision=flags.precision,
         ckpt_dir=args.ckpt_dir,
         resume=args.resume,
     )
@@ -114,6 +107,7 @@ def _fit_config(args: argparse.Namespace, seed: int):
 def _fit(args: argparse.Namespace) -> int:
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
+    from effinfer_core.progress import library_output_to
     from geoad.data import GeoADDataModule
     from geoad.detector import GeoADDetector
     from geoad.transforms import TransformSet
@@ -136,7 +130,8 @@ def _fit(args: argparse.Namespace) -> int:
         seed=args.seed,
         download=args.download,
     )
-    detector = GeoADDetector.fit(datamodule, _fit_config(args, args.seed))
+    with library_output_to(args.out.with_suffix(".log")):  # Lightning's banners and tips, not the screen
+        detector = GeoADDetector.fit(datamodule, _fit_config(args, args.seed))
     if rank_zero_only.rank == 0:  # under DDP every process gets here; one writes
         detector.save(args.out)
         meta = detector.meta
@@ -191,6 +186,7 @@ def _parse_classes(text: str) -> list[int | str] | None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from effinfer_core.progress import library_output_to
     from geoad.data import load_dataset, resolve_class
     from geoad.evaluate import BASELINES, EvalConfig, evaluate, markdown_table
 
@@ -216,32 +212,18 @@ def _evaluate(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         download=args.download,
     )
-    summary = evaluate(config, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    with library_output_to(args.out_dir / "geoad.log"):  # Lightning's banners and tips, not the screen
+        summary = evaluate(config)
     print(markdown_table(summary))
     print(f"results: {args.out_dir / 'results.md'}, {args.out_dir / 'results.json'}", file=sys.stderr)
     return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from benchmarks.report import write_report
-    from benchmarks.runner import TasksFailed, run_tasks
+    from benchmarks.bench_command import run_bench
     from geoad.bench import tasks
 
-    chosen = [t for t in tasks() if not args.only or t.name in args.only]
-    try:
-        run_tasks(
-            chosen,
-            profile=args.profile,
-            device=args.device,
-            results_path=args.results,
-            data_dir=args.data_dir,
-            threads=args.threads,
-        )
-    except TasksFailed as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"report: {write_report(args.results, args.results.parent)}")
-    return 0
+    return run_bench(args, tasks())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -346,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(ev)
     ev.set_defaults(func=_evaluate, ckpt_dir=None, resume=False)  # evaluate checkpoints each run itself
 
+    from benchmarks.bench_command import add_bench_arguments
+    from geoad.bench import TASK_NAMES
+
     bench = sub.add_parser(
         "bench",
         help="run geoad's benchmark tasks with the repo's harness",
@@ -353,24 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
         "measured with benchmarks.yardstick; same as "
         "`python -m benchmarks run --only geoad`.",
     )
-    bench.add_argument(
-        "--profile",
-        choices=["quick", "cpu", "full"],
-        default="quick",
-        help="quick: minutes on a CPU (one class, reduced budget); full: the paper's protocol (GPU)",
-    )
-    bench.add_argument(
-        "--only",
-        nargs="+",
-        default=None,
-        help="task names (geoad.fmnist, geoad.baselines, geoad.scoring); default all",
-    )
-    bench.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if present, else cpu)")
-    bench.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    bench.add_argument(
-        "--results", type=Path, default=Path("results/results.jsonl"), help="JSONL file (appended)"
-    )
-    bench.add_argument("--data-dir", type=Path, default=None, help="data root")
+    add_bench_arguments(bench, list(TASK_NAMES))
     bench.set_defaults(func=_bench)
     return parser
 
