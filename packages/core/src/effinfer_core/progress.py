@@ -55,18 +55,18 @@ class LogProgress(L.Callback):
     def __init__(self, log: Log, prefix: str, lines: int = 20):
         # not `self.log`: Lightning binds the LightningModule's log() onto callbacks under that name
         self.emit, self.prefix, self.lines = log, prefix, lines
-        self._start, self._first_step = 0.0, 0
+        self._start, self._first_step, self._total = 0.0, 0, 0
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start, self._first_step = (
-            time.perf_counter(),
-            trainer.global_step,
-        )  # a resumed fit starts mid-way
+        self._start = time.perf_counter()
+        self._first_step = trainer.global_step  # a resumed fit starts mid-way
+        # a fit bounded by epochs alone has no max_steps: Lightning's own estimate of its steps stands in
+        self._total = trainer.max_steps if trainer.max_steps > 0 else int(trainer.estimated_stepping_batches)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        step, total = trainer.global_step, trainer.max_steps
+        step, total = trainer.global_step, self._total
         if total <= 0 or (step % max(1, total // self.lines) and step != total):
             return
         elapsed = time.perf_counter() - self._start

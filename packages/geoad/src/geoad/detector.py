@@ -79,15 +79,6 @@ class FitConfig:
         return {**fields, "precision": self.resolved_precision()}
 
 
-class _StepsFromEpochs(L.Callback):
-    """Sets max_steps to the steps the epoch budget allows when no cap was given: LogProgress counts steps
-    against max_steps and says nothing without one. The fit stops at the same step either way."""
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.max_steps < 0:
-            trainer.fit_loop.epoch_loop.max_steps = int(trainer.estimated_stepping_batches)
-
-
 @dataclass
 class Scores:
     anomaly: Tensor  # -normality: higher = more anomalous
@@ -141,7 +132,7 @@ class GeoADDetector:
         for callback in progress.get("callbacks", []):
             if isinstance(callback, LogProgress):
                 callback.lines = FIT_PROGRESS_LINES
-        callbacks = [*progress.pop("callbacks", []), _StepsFromEpochs()]
+        callbacks = list(progress.pop("callbacks", []))
         plugins = []
         if config.ckpt_dir:
             checkpointing = checkpointed_trainer_kwargs(config.ckpt_dir, CHECKPOINT_EVERY)
