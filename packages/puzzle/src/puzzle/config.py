@@ -11,10 +11,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from effinfer_core import config as core_config
 from effinfer_core.config import ConfigError
+
+if TYPE_CHECKING:
+    from puzzle.search import ScoreSense
 
 __all__ = [
     "DEFAULTS",
@@ -89,7 +92,7 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 
-OBJECTIVES = {"kl": "min", "lm_loss": "min", "top1_agreement": "max"}
+OBJECTIVES: dict[str, ScoreSense] = {"kl": "min", "lm_loss": "min", "top1_agreement": "max"}
 MATCH_BY = ("predicted", "measured")  # search.match_by: how a Puzzle twin is put at a baseline's throughput
 
 

@@ -113,14 +113,14 @@ def main(args: argparse.Namespace) -> int:
     )
     print(f"{'child':<10}{'speedup':>9}{'blocks':>9}{'subblocks':>11}  blocks differing from the parent's")
     rows = []
-    for name, blocks in archs.items():
+    for name, arch in archs.items():  # arch: per layer (attention name, FFN name)
         rel = runtime_ratio(measured, name, "parent")
         row = {
             "child": name,
-            "blocks": ["+".join(b) for b in blocks],
+            "blocks": ["+".join(b) for b in arch],
             "speedup": 1 / rel,
-            "blocks_model": table.predict(blocks)["runtime_ms"] / parent_pred / rel,
-            "subblocks_model": additive.predict(blocks)["runtime_ms"] / parent_pred / rel,
+            "blocks_model": table.predict(arch)["runtime_ms"] / parent_pred / rel,
+            "subblocks_model": additive.predict(arch)["runtime_ms"] / parent_pred / rel,
         }
         rows.append(row)
         print(

@@ -33,13 +33,16 @@ import inspect
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from benchmarks.yardstick import count_params, time_fn
+
+if TYPE_CHECKING:
+    from puzzle.configuration_decilm import DeciLMConfig
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -217,7 +220,7 @@ def measure_generations(
     return out
 
 
-def runtime_ratio(measured: Mapping[str, dict], name: str, reference: str) -> float:
+def runtime_ratio(measured: Mapping[str, Mapping[str, Any]], name: str, reference: str) -> float:
     """`name`'s runtime over `reference`'s, both from one `measure_generations`: the median of the round-by-round
     ratios, so that a drift of the machine's speed between rounds cancels (on a shared VM the same model measured up
     to 2x apart within an hour)."""
@@ -376,7 +379,7 @@ def measure_blocks(
 
     if probes not in PROBES:
         raise ValueError(f"probes must be one of {PROBES}, got {probes!r}")
-    config = parent.config
+    config = cast("DeciLMConfig", parent.config)  # nn.Module's stubs would read it as a submodule
     L = config.num_hidden_layers
     pa = config.parent_block_config()
     parent = parent.to(device=device, dtype=scenario.torch_dtype).eval()
@@ -533,7 +536,7 @@ def build_cost_table(
         alone = lone_sum(a, f)
         if "no_op" not in (a, f) and alone:
             additivity[name] = t["runtime_ms"] / alone
-    calibration = {
+    calibration: dict[str, Any] = {
         "probes": probes,
         "parent_measured": measured,
         "skeleton_measured": skeleton,
