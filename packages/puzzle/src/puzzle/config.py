@@ -109,7 +109,8 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None, **override
 
 def validate(config: Mapping[str, Any]) -> None:
     """Raise ConfigError for the first value a stage could not use (the keys were checked by the merge)."""
-    from puzzle.costs import PROBES, Scenario
+    from puzzle.costs import Scenario
+    from puzzle.probes import PROBES
 
     if not config["targets"]:
         raise ConfigError("targets is empty: give at least one throughput target, e.g. ['1.5x'] or [250]")
