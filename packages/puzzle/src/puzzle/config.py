@@ -51,7 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "score": {"tokens": 32768, "objective": "kl"},
     "scenario": {"batch": 1, "prefill": 128, "decode": 128, "dtype": "float32"},
     # warmup, iters: per whole-generation timing (skeleton, each probe, parent); probes: "subblocks" (each subblock
-    # in its own probe, blocks added up) or "blocks" (each block of the space in its own probe; costs.py)
+    # in its own probe, blocks added up) or "blocks" (each block of the space in its own probe; probes.py)
     "measure": {"warmup": 1, "iters": 5, "probes": "subblocks"},
     "targets": ["1.5x"],
     # match_baselines: also a Puzzle child at each baseline's throughput ("puzzle-1.5x-at-shortgpt"): the coarse
