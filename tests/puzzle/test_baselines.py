@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from puzzle.baselines import block_influence, homogeneous_choices, shortgpt_choice, uniform_choice
-from puzzle.search import InfeasibleTargetError, SearchProblem, solve, synthetic_problem
+from puzzle.search import InfeasibleTargetError, SearchProblem, solve
+from puzzle.synthetic import synthetic_problem
 
 
 def test_uniform_picks_best_homogeneous_within_budget():

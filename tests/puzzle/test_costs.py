@@ -6,19 +6,11 @@ import pytest
 import torch
 
 from puzzle.block_config import AttentionConfig, BlockConfig, FFNConfig
-from puzzle.costs import (
-    CostTable,
-    GreedyGenerator,
-    Scenario,
-    additive_times,
-    build_cost_table,
-    kv_cache_bytes,
-    measure_blocks,
-    runtime_ratio,
-    with_blocks,
-)
+from puzzle.costs import CostTable, Scenario, kv_cache_bytes
 from puzzle.modeling_decilm import build_attention_block, build_ffn_block
 from puzzle.parent import load_parent
+from puzzle.probes import additive_times, build_cost_table, measure_blocks, with_blocks
+from puzzle.timing import GreedyGenerator, runtime_ratio
 
 CPU = torch.device("cpu")
 SCENARIO = Scenario(batch=2, prefill=8, decode=4, dtype="float32")

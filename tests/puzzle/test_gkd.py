@@ -60,6 +60,15 @@ def test_losses_vanish_for_the_parent_itself(setup):
         gkd_losses(out, out, ids, hidden="middle")
 
 
+def test_all_zero_loss_weights_are_refused(setup):
+    # with every weight 0 the loss was the int 0, and the first training step failed on `loss.detach()`
+    parent, dm = setup
+    with pytest.raises(ValueError, match="nonzero loss weight"):
+        gkd.GKDModule(
+            _child(parent), parent, dm, token_budget=dm.tokens_per_batch, cosine_weight=0.0, kl_weight=0.0
+        )
+
+
 def test_gkd_lowers_the_distillation_loss(setup, tmp_path):
     parent, dm = setup
     child = _child(parent)

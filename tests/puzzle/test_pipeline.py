@@ -267,7 +267,7 @@ def test_measured_match_times_each_twin_beside_its_baseline(copy_of_clean_run):
 def test_measured_match_searches_again_where_the_twin_measures_the_baselines_speed(
     copy_of_clean_run, monkeypatch
 ):
-    import puzzle.costs
+    import puzzle.timing
 
     pipe = copy_of_clean_run(search={"match_by": "measured", "match_rounds": 4, "match_tolerance": 0.01})
     table = cost_table(pipe)
@@ -282,7 +282,7 @@ def test_measured_match_searches_again_where_the_twin_measures_the_baselines_spe
             for name, m in models.items()
         }
 
-    monkeypatch.setattr(puzzle.costs, "measure_generations", fake_generations)
+    monkeypatch.setattr(puzzle.timing, "measure_generations", fake_generations)
     pipe.run_stage("search")
     solutions = pipe.solutions()
     twins = [rec for rec in solutions.values() if "matched" in rec]

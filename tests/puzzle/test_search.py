@@ -11,12 +11,11 @@ from puzzle.search import (
     InfeasibleTargetError,
     SearchProblem,
     Solution,
-    pareto_front,
     runtime_budget_ms,
     solve,
-    sweep,
-    synthetic_problem,
 )
+from puzzle.sweep import pareto_front, sweep
+from puzzle.synthetic import synthetic_problem
 
 SOLVERS = ["cbc"] + (["highs"] if pulp.HiGHS().available() else [])
 

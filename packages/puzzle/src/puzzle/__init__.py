@@ -41,7 +41,7 @@ _API = {
     "score_candidates": "puzzle.scoring",
     "Scenario": "puzzle.costs",
     "CostTable": "puzzle.costs",
-    "build_cost_table": "puzzle.costs",
+    "build_cost_table": "puzzle.probes",
     "SearchProblem": "puzzle.search",
     "Solution": "puzzle.search",
     "InfeasibleTargetError": "puzzle.search",

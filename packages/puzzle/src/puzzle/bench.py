@@ -126,7 +126,7 @@ def _time_solves(ctx: TaskContext, problem: SearchProblem, budget: dict[str, flo
 def run_mip_speed(ctx: TaskContext) -> None:
     import pulp
 
-    from puzzle.search import synthetic_problem
+    from puzzle.synthetic import synthetic_problem
 
     problem = synthetic_problem(80, 16)
     for frac in (0.3, 0.5, 0.7, 0.9):

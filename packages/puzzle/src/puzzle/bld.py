@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -127,7 +128,7 @@ class BLDModule(L.LightningModule):
                     block = BlockConfig(a, f)
                     if block == library.parent_block or (a.no_op and f.no_op):
                         continue
-                    if block.name not in library.coupled[i]:
+                    if not library.has_coupled(i, block):
                         attn, ffn = library.attention_block(i, a.name), library.ffn_block(i, f.name)
                         library.add_coupled(i, block, copy.deepcopy(attn), copy.deepcopy(ffn))
                     self.candidates.append((i, "block", block.name, library.block(i, block)))
@@ -144,14 +145,18 @@ class BLDModule(L.LightningModule):
         return f"L{layer:02d}/{kind}/{name}"
 
     def _candidate_terms(self, input_ids: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        acts = parent_activations(self.parent.get(input_ids.device), input_ids)
+        # the teacher is the parent given to __init__
+        acts = parent_activations(cast(DeciLMForCausalLM, self.parent.get(input_ids.device)), input_ids)
         out = {}
         for i, kind, name, modules in self.candidates:
             a = acts[i]
-            if kind == "attention":
-                y, target = modules[0](a["attn_in"], a["pos"]), a["attn_out"]
-            elif kind == "ffn":
-                y, target = modules[0](a["ffn_in"]), a["ffn_out"]
+            if kind in ("attention", "ffn"):
+                module = modules[0]
+                assert module is not None  # a no-op subblock is no candidate
+                if kind == "attention":
+                    y, target = module(a["attn_in"], a["pos"]), a["attn_out"]
+                else:
+                    y, target = module(a["ffn_in"]), a["ffn_out"]
             else:
                 attn, ffn = modules
                 h = a["attn_in"]
@@ -188,7 +193,7 @@ class BLDModule(L.LightningModule):
             self.heldout_nmse[k] = float(err / ref.clamp_min(1e-12))
         self.log_dict({f"val_nmse/{k}": v for k, v in self.heldout_nmse.items()})
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         params = [p for p in self.library.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         # linear warm-up, then cosine decay to 10% of lr over the token budget

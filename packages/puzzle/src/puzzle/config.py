@@ -11,10 +11,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from effinfer_core import config as core_config
 from effinfer_core.config import ConfigError
+
+if TYPE_CHECKING:
+    from puzzle.search import ScoreSense
 
 __all__ = [
     "DEFAULTS",
@@ -48,7 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "score": {"tokens": 32768, "objective": "kl"},
     "scenario": {"batch": 1, "prefill": 128, "decode": 128, "dtype": "float32"},
     # warmup, iters: per whole-generation timing (skeleton, each probe, parent); probes: "subblocks" (each subblock
-    # in its own probe, blocks added up) or "blocks" (each block of the space in its own probe; costs.py)
+    # in its own probe, blocks added up) or "blocks" (each block of the space in its own probe; probes.py)
     "measure": {"warmup": 1, "iters": 5, "probes": "subblocks"},
     "targets": ["1.5x"],
     # match_baselines: also a Puzzle child at each baseline's throughput ("puzzle-1.5x-at-shortgpt"): the coarse
@@ -89,7 +92,7 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 
-OBJECTIVES = {"kl": "min", "lm_loss": "min", "top1_agreement": "max"}
+OBJECTIVES: dict[str, ScoreSense] = {"kl": "min", "lm_loss": "min", "top1_agreement": "max"}
 MATCH_BY = ("predicted", "measured")  # search.match_by: how a Puzzle twin is put at a baseline's throughput
 
 
@@ -106,7 +109,8 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None, **override
 
 def validate(config: Mapping[str, Any]) -> None:
     """Raise ConfigError for the first value a stage could not use (the keys were checked by the merge)."""
-    from puzzle.costs import PROBES, Scenario
+    from puzzle.costs import Scenario
+    from puzzle.probes import PROBES
 
     if not config["targets"]:
         raise ConfigError("targets is empty: give at least one throughput target, e.g. ['1.5x'] or [250]")

@@ -43,14 +43,19 @@ class DeciLMConfig(LlamaConfig):
 
     def parent_block_config(self) -> BlockConfig:
         """The homogeneous Llama block the global fields describe."""
+        # LlamaConfig.__post_init__ sets num_key_value_heads (None = MHA), so the fallback only informs the checker
+        kv_heads = (
+            self.num_key_value_heads if self.num_key_value_heads is not None else self.num_attention_heads
+        )
         return BlockConfig(
-            attention=AttentionConfig.gqa(self.num_key_value_heads, self.num_attention_heads),
+            attention=AttentionConfig.gqa(kv_heads, self.num_attention_heads),
             ffn=FFNConfig.of_size(self.intermediate_size, self.hidden_size),
         )
 
     @property
     def blocks(self) -> list[BlockConfig]:
         """Parsed `block_configs`, one `BlockConfig` per layer."""
+        assert self.block_configs is not None  # __post_init__ fills it
         return [self._parse(b) for b in self.block_configs]
 
 

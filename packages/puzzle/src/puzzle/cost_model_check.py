@@ -1,8 +1,8 @@
 """How well do two cost models predict the runtime of children they have never seen? Random children, timed.
 
-Measures the cost table of a config's search space and scenario (`costs.build_cost_table`, as the measure stage
+Measures the cost table of a config's search space and scenario (`probes.build_cost_table`, as the measure stage
 does), draws random heterogeneous children of that space (random weights: the runtime of a dense fp32 model does
-not depend on them), times them side by side with the parent in this process (`costs.measure_generations`,
+not depend on them), times them side by side with the parent in this process (`timing.measure_generations`,
 interleaved rounds; a child's measured runtime relative to the parent is the median of its round-by-round ratios)
 and prints each child's predicted / measured runtime, both relative to the parent, under
     blocks      measure.probes "blocks": skeleton + the sum of each layer's block, every block timed whole
@@ -33,10 +33,11 @@ import torch
 from effinfer_core.atomic import write_atomic
 from puzzle.block_config import BlockConfig
 from puzzle.config import ConfigError, load_config
-from puzzle.costs import additive_times, build_cost_table, measure_generations, runtime_ratio, with_blocks
 from puzzle.modeling_decilm import build_attention_block, build_ffn_block
 from puzzle.parent import load_parent
 from puzzle.pipeline import Pipeline
+from puzzle.probes import additive_times, build_cost_table, with_blocks
+from puzzle.timing import measure_generations, runtime_ratio
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -113,14 +114,14 @@ def main(args: argparse.Namespace) -> int:
     )
     print(f"{'child':<10}{'speedup':>9}{'blocks':>9}{'subblocks':>11}  blocks differing from the parent's")
     rows = []
-    for name, blocks in archs.items():
+    for name, arch in archs.items():  # arch: per layer (attention name, FFN name)
         rel = runtime_ratio(measured, name, "parent")
         row = {
             "child": name,
-            "blocks": ["+".join(b) for b in blocks],
+            "blocks": ["+".join(b) for b in arch],
             "speedup": 1 / rel,
-            "blocks_model": table.predict(blocks)["runtime_ms"] / parent_pred / rel,
-            "subblocks_model": additive.predict(blocks)["runtime_ms"] / parent_pred / rel,
+            "blocks_model": table.predict(arch)["runtime_ms"] / parent_pred / rel,
+            "subblocks_model": additive.predict(arch)["runtime_ms"] / parent_pred / rel,
         }
         rows.append(row)
         print(

@@ -199,10 +199,16 @@ class AustenDataModule(L.LightningDataModule):
         return max(1, math.ceil(tokens / self.tokens_per_batch))
 
     # -- splits ----------------------------------------------------------------------------------------------------
-    def _heldout_half(self, half: str) -> np.ndarray:
+    def _chunks(self) -> tuple[np.ndarray, np.ndarray]:
+        """(train, held-out) chunks, tokenized on first use."""
         self.setup()
-        mid = len(self.heldout_chunks) // 2
-        return self.heldout_chunks[:mid] if half == "score" else self.heldout_chunks[mid:]
+        assert self.train_chunks is not None and self.heldout_chunks is not None  # setup sets both
+        return self.train_chunks, self.heldout_chunks
+
+    def _heldout_half(self, half: str) -> np.ndarray:
+        heldout = self._chunks()[1]
+        mid = len(heldout) // 2
+        return heldout[:mid] if half == "score" else heldout[mid:]
 
     def heldout_batches(self, half: str = "test", tokens: int | None = None) -> list[torch.Tensor]:
         """Held-out batches in a fixed order: `half` "score" (for the search) or "test" (for evaluation)."""
@@ -219,20 +225,20 @@ class AustenDataModule(L.LightningDataModule):
 
     def num_train_batches(self, tokens: int | None = None) -> int:
         """Batches in a training budget (None = one pass over the training chunks)."""
-        self.setup()
-        return self.num_batches(tokens if tokens is not None else len(self.train_chunks) * self.seq_len)
+        train = self._chunks()[0]
+        return self.num_batches(tokens if tokens is not None else len(train) * self.seq_len)
 
     def train_batches(self, tokens: int | None = None, *, start: int = 0) -> Iterator[torch.Tensor]:
         """Training batches for a token budget, from batch `start` on (cycling through the text in a new seeded
         order when it runs out)."""
-        self.setup()
-        per_pass = len(self.train_chunks) // self.batch_size
-        order, order_epoch = np.arange(len(self.train_chunks)), 0
+        train = self._chunks()[0]
+        per_pass = len(train) // self.batch_size
+        order, order_epoch = np.arange(len(train)), 0
         for i in range(start, self.num_train_batches(tokens)):
             epoch, j = divmod(i, per_pass)
             if epoch != order_epoch:
                 order, order_epoch = np.random.default_rng([self.seed, epoch]).permutation(len(order)), epoch
-            chunks = self.train_chunks[order[j * self.batch_size : (j + 1) * self.batch_size]]
+            chunks = train[order[j * self.batch_size : (j + 1) * self.batch_size]]
             yield torch.from_numpy(chunks.astype(np.int64))
 
     def train_dataloader(self) -> DataLoader:

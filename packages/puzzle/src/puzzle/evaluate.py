@@ -8,7 +8,7 @@ Quality, on the held-out "test" half of Persuasion (never used by the search), p
 Batches are the outer loop and models the inner one, so the parent's logits of one batch are computed once and no
 logits are stored across batches.
 
-Cost, one scenario for all (costs.measure_generations: prefill + greedy decode with the KV cache, timed with
+Cost, one scenario for all (timing.measure_generations: prefill + greedy decode with the KV cache, timed with
 benchmarks.yardstick.time_fn, the models interleaved round by round so a drift of the machine's speed hits all alike):
 runtime_ms, tokens_per_s (medians over rounds), speedup (1 / the median over rounds of the model's runtime over the
 parent's in the same round), and, when the search predicted the child's runtime, predicted_over_measured (the
@@ -34,8 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from puzzle.costs import Scenario, measure_generations, runtime_ratio
+from puzzle.costs import Scenario
 from puzzle.scoring import compare_logits, logits_of, mean_metrics
+from puzzle.timing import measure_generations, runtime_ratio
 
 
 @torch.inference_mode()

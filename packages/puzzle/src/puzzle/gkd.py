@@ -27,6 +27,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -92,6 +93,10 @@ class GKDModule(L.LightningModule):
         self.lr, self.weight_decay, self.warmup_frac = lr, weight_decay, warmup_frac
         self.hidden, self.temperature = hidden, temperature
         self.weights = {"cosine": cosine_weight, "kl": kl_weight, "lm": lm_weight}
+        if not any(self.weights.values()):  # else the loss is the int 0 and the first step fails on .detach()
+            raise ValueError(
+                "GKD needs at least one nonzero loss weight (cosine_weight, kl_weight, lm_weight)"
+            )
 
     @property
     def teacher(self) -> nn.Module:
@@ -108,7 +113,9 @@ class GKDModule(L.LightningModule):
             parent_out = self.teacher(input_ids=ids, use_cache=False, output_hidden_states=True)
         child_out = self.student(input_ids=ids, use_cache=False, output_hidden_states=True)
         losses = gkd_losses(child_out, parent_out, ids, hidden=self.hidden, temperature=self.temperature)
-        loss = sum(w * losses[k] for k, w in self.weights.items() if w)
+        # not empty: __init__ checks the weights
+        terms = [w * losses[k] for k, w in self.weights.items() if w]
+        loss = sum(terms[1:], terms[0])
         self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, on_step=True)
         self.log("train/loss", loss.detach(), on_step=True, prog_bar=True)
         return loss
@@ -120,7 +127,7 @@ class GKDModule(L.LightningModule):
         if grads:
             self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads), on_step=True)
 
-    def configure_optimizers(self) -> Any:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         params = [p for p in self.student.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         total = max(1, int(self.trainer.max_steps))

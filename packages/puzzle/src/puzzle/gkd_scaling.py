@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
 import torch
@@ -34,9 +34,16 @@ import torch
 from effinfer_core.atomic import write_atomic
 from puzzle.config import ConfigError, load_config, run_config_path
 from puzzle.evaluate import quality_metrics
-from puzzle.gkd import run_gkd
+from puzzle.gkd import GKDModule, run_gkd
 from puzzle.pipeline import Pipeline
 from puzzle.stages.realize import child_key
+
+if TYPE_CHECKING:
+    from puzzle.modeling_decilm import DeciLMForCausalLM
+
+
+def _student(pl_module: L.LightningModule) -> torch.nn.Module:
+    return cast(GKDModule, pl_module).student  # run_gkd fits a GKDModule
 
 
 class HeldOutEval(L.Callback):
@@ -44,7 +51,7 @@ class HeldOutEval(L.Callback):
 
     def __init__(
         self,
-        parent: torch.nn.Module,
+        parent: DeciLMForCausalLM,
         batches: list[torch.Tensor],
         every: int,
         tokens_per_step: int,
@@ -90,14 +97,14 @@ class HeldOutEval(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_step == 0:  # not at a resumed attempt's first step, which is no evaluation point
-            self.evaluate(pl_module.student, 0)
+            self.evaluate(_student(pl_module), 0)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
         if trainer.global_step % self.every == 0:
-            self.evaluate(pl_module.student, trainer.global_step)
+            self.evaluate(_student(pl_module), trainer.global_step)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.evaluate(pl_module.student, trainer.global_step)
+        self.evaluate(_student(pl_module), trainer.global_step)
 
 
 def gkd_overrides(items: list[str]) -> dict[str, str]:

@@ -145,8 +145,9 @@ class SearchSpace:
     def attention_variants(self, parent_config: DeciLMConfig) -> list[AttentionConfig]:
         """Parent first, then fewer KV heads (descending), linear, no_op."""
         self.validate(parent_config)
-        n_q = parent_config.num_attention_heads
-        kvs = sorted({parent_config.num_key_value_heads, *self.kv_heads}, reverse=True)
+        n_q, n_kv = parent_config.num_attention_heads, parent_config.num_key_value_heads
+        assert n_kv is not None  # LlamaConfig.__post_init__ fills it
+        kvs = sorted({n_kv, *self.kv_heads}, reverse=True)
         out = [AttentionConfig.gqa(kv, n_q) for kv in kvs]
         if self.attention_linear:
             out.append(AttentionConfig(replace_with_linear=True))
@@ -223,13 +224,17 @@ class BlockLibrary(nn.Module):
 
     def block(self, layer: int, block: BlockConfig) -> tuple[nn.Module | None, nn.Module | None]:
         """(attention, ffn) modules for a whole block: the coupled-BLD pair if trained, else the decoupled ones."""
-        pair = self.coupled[layer][block.name] if block.name in self.coupled[layer] else None
+        pair = self.coupled[layer][block.name] if self.has_coupled(layer, block) else None
         if pair is not None:
             return (
                 pair["attention"] if "attention" in pair else None,
                 pair["ffn"] if "ffn" in pair else None,
             )
         return self.attention_block(layer, block.attention.name), self.ffn_block(layer, block.ffn.name)
+
+    def has_coupled(self, layer: int, block: BlockConfig) -> bool:
+        """Whether coupled BLD has a pair of its own for `block` at `layer`."""
+        return block.name in self.coupled[layer]
 
     def add_coupled(
         self, layer: int, block: BlockConfig, attn: nn.Module | None, ffn: nn.Module | None

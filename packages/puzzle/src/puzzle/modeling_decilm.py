@@ -21,6 +21,9 @@ Deviation from the written contract: `attn_block(...)` takes no `cache_position`
 DynamicCache does not need it) but an optional `cache_idx` (the compact cache slot; defaults to the layer index).
 """
 
+from collections.abc import Sequence
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -212,7 +215,7 @@ def build_attention_block(
     return AttentionBlock(config, config.num_attention_heads // group, layer_idx)
 
 
-def build_ffn_block(config: DeciLMConfig, ffn: FFNConfig) -> nn.Module | None:
+def build_ffn_block(config: DeciLMConfig, ffn: FFNConfig) -> FFNBlock | None:
     """Fresh FFN subblock for `ffn`; None for no_op."""
     if ffn.no_op:
         return None
@@ -223,6 +226,11 @@ def build_ffn_block(config: DeciLMConfig, ffn: FFNConfig) -> nn.Module | None:
 
 class DeciLMDecoderLayer(nn.Module):
     """h = h + attn_block(h); h = h + ffn_block(h). A None subblock is a no-op."""
+
+    # plain attributes (see `set_blocks`), declared so that they do not read as nn.Module.__getattr__'s union
+    block_config: BlockConfig
+    attn_block: nn.Module | None
+    ffn_block: nn.Module | None
 
     def __init__(self, config: DeciLMConfig, layer_idx: int) -> None:
         super().__init__()
@@ -248,7 +256,7 @@ class DeciLMDecoderLayer(nn.Module):
 
     @property
     def has_kv_cache(self) -> bool:
-        return self.attn_block is not None and self.attn_block.has_kv_cache
+        return self.attn_block is not None and bool(self.attn_block.has_kv_cache)
 
     def forward(
         self,
@@ -288,7 +296,8 @@ class DeciLMModel(DeciLMPreTrainedModel):
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embed_tokens
 
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
+    # transformers types `value` as any nn.Module; only an embedding fits here
+    def set_input_embeddings(self, value: nn.Embedding) -> None:  # type: ignore[override]
         self.embed_tokens = value
 
     def forward(
@@ -311,14 +320,15 @@ class DeciLMModel(DeciLMPreTrainedModel):
             past_key_values = DynamicCache()
         past = past_key_values.get_seq_length() if past_key_values is not None else 0
         T = h.shape[1]
-        if position_ids is None:
-            position_ids = torch.arange(past, past + T, device=h.device)[None]
+        positions = (
+            position_ids if position_ids is not None else torch.arange(past, past + T, device=h.device)[None]
+        )
         if attention_mask is not None and attention_mask.ndim == 2 and bool(attention_mask.all()):
             attention_mask = None  # no padding: let SDPA use its causal kernel
         mask = (
             attention_mask_for(T, past + T, h.device, attention_mask) if attention_mask is not None else None
         )
-        position_embeddings = self.rotary_emb(h, position_ids)
+        position_embeddings = self.rotary_emb(h, positions)
 
         hidden_states = [h] if output_hidden_states else None
         h = self.forward_layers(
@@ -354,9 +364,10 @@ class DeciLMModel(DeciLMPreTrainedModel):
         `position_embeddings` the positions are 0..T-1 (a fresh sequence, no cache)."""
         if position_embeddings is None:
             position_embeddings = self.rotary_emb(h, torch.arange(h.shape[1], device=h.device)[None])
+        layers = cast(Sequence[DeciLMDecoderLayer], self.layers)  # a ModuleList's items type as nn.Module
         # Only GQA layers own a KV-cache slot, so a layer's slot is the number of GQA layers before it.
-        cache_idx = sum(layer.has_kv_cache for layer in self.layers[:start])
-        for layer in self.layers[start:stop]:
+        cache_idx = sum(layer.has_kv_cache for layer in layers[:start])
+        for layer in layers[start:stop]:
             h = layer(h, position_embeddings, mask, past_key_values, cache_idx)
             cache_idx += layer.has_kv_cache
             if hidden_states is not None:
@@ -377,7 +388,8 @@ class DeciLMForCausalLM(DeciLMPreTrainedModel, GenerationMixin):
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.embed_tokens
 
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
+    # transformers types `value` as any nn.Module; only an embedding fits here
+    def set_input_embeddings(self, value: nn.Embedding) -> None:  # type: ignore[override]
         self.model.embed_tokens = value
 
     def get_output_embeddings(self) -> nn.Linear:

@@ -27,11 +27,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from benchmarks.yardstick import device_name
 from effinfer_core.run_folder import inputs_hash
-from puzzle.run_inputs import RunInputs
+from puzzle.run_inputs import RunInputs, lightning_rank
 
 # measure runs first: timings taken at the end of a long BLD + GKD process proved unreliable (one SmolLM2 child read
 # 1.34x there, 1.48-1.53x in fresh processes), which is also why evaluate times its models in a subprocess
@@ -138,9 +137,7 @@ class Pipeline(RunInputs):
         launcher = os.getppid()
         while not self.run.is_done(stage, h):
             if os.getppid() != launcher:  # rank 0 (Lightning's launcher) or torchrun's agent has exited
-                raise RuntimeError(
-                    f"rank {rank_zero_only.rank}: rank 0 stopped before stage {stage!r} was done"
-                )
+                raise RuntimeError(f"rank {lightning_rank()}: rank 0 stopped before stage {stage!r} was done")
             time.sleep(poll_s)
 
     def run_all(self, stages: Sequence[str] = STAGES) -> None:

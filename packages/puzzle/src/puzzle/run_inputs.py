@@ -7,9 +7,10 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from lightning.fabric.utilities.rank_zero import rank_zero_only
+from torch import nn
 
 from benchmarks.yardstick import select_device
 from effinfer_core.run_folder import RunFolder
@@ -17,6 +18,12 @@ from effinfer_core.trainer import TrainerFlags
 from puzzle.block_config import AttentionConfig, BlockConfig, FFNConfig
 from puzzle.costs import Scenario
 from puzzle.data import AustenDataModule
+
+
+def lightning_rank() -> int:
+    """Lightning's global rank, read from the launcher's environment (and set by the Trainer's strategy)."""
+    # an attribute set on the decorator function, which Lightning's stubs do not declare
+    return rank_zero_only.rank  # type: ignore[attr-defined]
 
 
 class RunInputs:
@@ -46,7 +53,7 @@ class RunInputs:
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
-        self.is_main = rank_zero_only.rank == 0  # Lightning's rank, read from the launcher's environment
+        self.is_main = lightning_rank() == 0
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         if not self.is_main:  # rank 0 reports for all
             self.log = lambda msg: None
@@ -69,7 +76,8 @@ class RunInputs:
             model, tokenizer = load_parent(self.parent_path)
             if tokenizer is None:
                 raise FileNotFoundError(f"parent folder {self.parent_path} has no tokenizer files")
-            self._parent = (model.to(self.device).eval(), tokenizer)
+            # transformers wraps `to` with functools.wraps, which its stubs turn into an unbound call
+            self._parent = (cast(nn.Module, model).to(self.device).eval(), tokenizer)
         return self._parent
 
     def datamodule(self) -> AustenDataModule:

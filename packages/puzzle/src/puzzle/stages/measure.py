@@ -9,7 +9,8 @@ import torch
 
 from benchmarks.yardstick import device_name
 from effinfer_core.run_folder import inputs_hash
-from puzzle.costs import CostTable, build_cost_table
+from puzzle.costs import CostTable
+from puzzle.probes import build_cost_table
 
 if TYPE_CHECKING:
     from puzzle.pipeline import Pipeline

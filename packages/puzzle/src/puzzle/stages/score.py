@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from puzzle.block_config import BlockConfig
@@ -33,7 +34,8 @@ def run(pipe: Pipeline, h: str) -> dict[str, Any]:
     pipe.run.write_json("score/scores.json", scores)
     # ShortGPT's block influence needs the parent's hidden states on the same batches; the last entry of HF's
     # hidden_states is after the final norm, so the last layer's raw output is taken from a hook instead.
-    bi, tokens, last = 0.0, 0, []
+    # per layer, summed over batches weighted by their tokens
+    bi, tokens, last = np.zeros(parent.config.num_hidden_layers), 0, []
     hook = parent.model.layers[-1].register_forward_hook(lambda module, args, out: last.append(out))
     try:
         with torch.inference_mode():

@@ -146,14 +146,14 @@ def match_measured(
     between architectures (on the AMD VMs, twins without attention in many layers ran 6-16% faster than ShortGPT's
     child of the same prediction), so equal predictions are not equal speeds. Each round times the twin beside the
     baseline and solves again at the twin's predicted runtime / (its measured runtime / the baseline's)."""
-    from puzzle import costs  # looked up at each call (tests replace measure_generations)
+    from puzzle import probes, timing  # looked up at each call (tests replace measure_generations)
     from puzzle.modeling_decilm import build_attention_block, build_ffn_block
 
     scfg = pipe.config["search"]
     parent, _ = pipe.parent()
 
     def model(sol: Solution) -> torch.nn.Module:
-        return costs.with_blocks(
+        return probes.with_blocks(
             parent, [blocks[n] for n in sol.names], build_attention_block, build_ffn_block
         )
 
@@ -162,14 +162,14 @@ def match_measured(
     twins: list[Solution] = []
     budget = baseline.costs["runtime_ms"]
     for _ in range(scfg["match_rounds"]):
-        measured = costs.measure_generations(
+        measured = timing.measure_generations(
             {"baseline": reference, "twin": model(twin)},
             pipe.scenario(),
             device=pipe.device,
             warmup=1,
             iters=scfg["match_iters"],
         )
-        ratio = costs.runtime_ratio(measured, "twin", "baseline")
+        ratio = timing.runtime_ratio(measured, "twin", "baseline")
         rounds.append(
             {
                 "runtime_budget_ms": budget,
@@ -209,7 +209,7 @@ def build_problem(
 ) -> SearchProblem:
     """SearchProblem with one row per layer and one column per (attention, FFN) block.
 
-    Costs of a block: from the measure stage (`costs.measure_blocks`), the same in every layer. Scores: coupled mode
+    Costs of a block: from the measure stage (`probes.measure_blocks`), the same in every layer. Scores: coupled mode
     scores every block; decoupled mode scores subblocks alone and a block's score is the sum of its two subblocks'
     scores (each relative to the parent's own score, `scores["parent"]`), i.e. their effects are taken as additive.
     Unscored candidates are NaN (unavailable to the MIP).
