@@ -19,10 +19,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from benchmarks.claims import Claim, Verdict, pair, record
 from benchmarks.registry import Task, TaskContext
 from benchmarks.yardstick import measure
 from effinfer_core.config import load_config, profile_path
@@ -36,6 +38,10 @@ from geoad.transforms import Preprocessing
 DATASET = "fashion-mnist"
 TASK_NAMES = ("geoad.fmnist", "geoad.baselines", "geoad.scoring")
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+# AUROC spread of the quick profile's 72-set over seeds: 90.76, 90.48, 90.40 for seeds 0-2 (`geoad evaluate
+# --classes 0 --seeds 3 --backbone wrn-10-2 --max-steps 60 --train-limit 1000 --dirichlet-limit 200 --test-limit 400
+# --precision bf16-mixed --baselines none`, 2026-12-02): a drop of more than 0.5 points is not seed noise
+AUROC_NOISE = 0.005
 
 # The paper's protocol; a profile file overrides what it names (an unknown key is an error naming these).
 DEFAULTS = {
@@ -260,6 +266,38 @@ def run_scoring_settings(ctx: TaskContext) -> None:
         )
 
 
+def judge_fmnist(records: list[dict[str, Any]]) -> Verdict:
+    """The paper's claim on this run: GEOM with all 72 transformations has a higher AUROC than RAW-OC-SVM
+    (label-free: its parameters chosen without test labels) on the same one-vs-rest split."""
+    method = record([r for r in records if r["task"] == "geoad.fmnist"], "T=72")
+    baseline = next(
+        (
+            r
+            for r in records
+            if r["task"] == "geoad.baselines"
+            and r["variant"] == "RAW-OC-SVM label-free"
+            and method is not None
+            and r["data"] == method["data"]
+        ),
+        None,
+    )
+    both = pair(method, baseline, "auroc", "samples_per_s")
+    geom, ocsvm = both["quality"]
+    if geom is None or ocsvm is None:
+        return Verdict("not run at this profile", **both, note="needs geoad.fmnist and geoad.baselines")
+    note = f"AUROC {100 * geom:.1f} vs {100 * ocsvm:.1f} on {method['data'] if method else '-'}"
+    return Verdict("holds" if geom > ocsvm else "does not hold", **both, note=note)
+
+
+FMNIST_CLAIM = Claim(
+    "GEOM (72 geometric transformations) detects anomalies better than RAW-OC-SVM: one-vs-rest Fashion-MNIST "
+    "AUROC 93.5 vs 92.8 (paper, mean over 10 classes)",
+    "RAW-OC-SVM label-free on the same split (geoad.baselines)",
+    judge_fmnist,
+    uses=("geoad.baselines",),
+)
+
+
 def tasks() -> list[Task]:
     return [
         Task(
@@ -269,6 +307,8 @@ def tasks() -> list[Task]:
             run=run_transform_sets,
             quality_key="auroc",
             quality_label="AUROC (normal class positive)",
+            quality_noise=AUROC_NOISE,
+            claim=FMNIST_CLAIM,
         ),
         Task(
             name="geoad.baselines",
@@ -277,6 +317,7 @@ def tasks() -> list[Task]:
             run=run_baseline_task,
             quality_key="auroc",
             quality_label="AUROC (normal class positive)",
+            quality_noise=1e-6,  # deterministic given the split: the same figures before and after the rework
         ),
         Task(
             name="geoad.scoring",
@@ -285,5 +326,6 @@ def tasks() -> list[Task]:
             run=run_scoring_settings,
             quality_key="auroc",
             quality_label="AUROC (normal class positive)",
+            quality_noise=AUROC_NOISE,
         ),
     ]
