@@ -215,6 +215,12 @@ class GeoADDetector:
             self.alpha = self.alpha.to(self.device)
         return self
 
+    def fitted_alpha(self) -> Tensor:
+        """The Dirichlet parameters, or an ArtifactError before fit_dirichlet."""
+        if self.alpha is None:
+            raise ArtifactError("this detector has no Dirichlet parameters yet: call fit_dirichlet first")
+        return self.alpha
+
     def conform(self, images: Tensor, what: str = "input") -> Tensor:
         """uint8 [N, H, W] / [N, C, H, W] of any size and channel count -> what the network was trained on."""
         if images.ndim == 3:
@@ -232,7 +238,7 @@ class GeoADDetector:
 
     def batch_anomaly_scores(self, images: Tensor) -> Tensor:
         """The whole scoring path for one batch on the device: uint8 images -> anomaly scores [B]."""
-        return -dirichlet_normality(self.batch_log_probs(images), self.alpha)
+        return -dirichlet_normality(self.batch_log_probs(images), self.fitted_alpha())
 
     @torch.inference_mode()
     def log_probs(self, images: Tensor, batch_size: int = 64) -> Tensor:
@@ -246,10 +252,9 @@ class GeoADDetector:
 
     def score(self, images: Tensor, batch_size: int = 64) -> Scores:
         """Anomaly, normality and simplified scores of uint8 images [N, H, W] or [N, C, H, W]."""
-        if self.alpha is None:
-            raise ArtifactError("this detector has no Dirichlet parameters yet: call fit_dirichlet first")
+        alpha = self.fitted_alpha()
         log_p = self.log_probs(images, batch_size)
-        normality = dirichlet_normality(log_p, self.alpha.cpu())
+        normality = dirichlet_normality(log_p, alpha.cpu())
         return Scores(anomaly=-normality, normality=normality, simplified=simplified_normality(log_p))
 
     # ---- the artifact ---------------------------------------------------------------------------------------
