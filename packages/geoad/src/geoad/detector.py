@@ -113,8 +113,7 @@ class GeoADDetector:
 
         Progress: a bar on a terminal, else (or with ``log``) a few ``<prefix> step ...`` lines."""
         L.seed_everything(config.seed, workers=True, verbose=False)
-        datamodule.setup("fit")
-        normal = datamodule.normal.images
+        normal = datamodule.normal_data().images
         prep = Preprocessing.for_images(normal, config.pad)
         module = GeoADModel(
             config.backbone,
