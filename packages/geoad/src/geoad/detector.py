@@ -144,7 +144,8 @@ class GeoADDetector:
             devices=config.devices,
             strategy=config.strategy,
             num_nodes=config.num_nodes,
-            precision=precision,
+            # a str (command line or API) that Lightning validates itself; its stubs want the Literal
+            precision=precision,  # type: ignore[arg-type]
             logger=False,
             enable_checkpointing=bool(config.ckpt_dir),
             callbacks=callbacks,
@@ -208,7 +209,8 @@ class GeoADDetector:
         self.dtype = torch.bfloat16 if self.bf16 and bf16_supported(self.device) else torch.float32
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         # cast the weights once rather than autocast: autocast re-casts every weight on every call
-        self.model = self.model.to(self.device, dtype=self.dtype, memory_format=fmt).eval()
+        # two calls: torch's stubs have no Module.to overload taking dtype and memory_format together
+        self.model = self.model.to(self.device, dtype=self.dtype).to(memory_format=fmt).eval()
         self._network = torch.compile(self.model) if self.compile else self.model
         if self.alpha is not None:
             self.alpha = self.alpha.to(self.device)
