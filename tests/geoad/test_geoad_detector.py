@@ -79,3 +79,17 @@ def test_a_fit_bounded_by_epochs_shows_a_few_progress_lines():
         "32-true",
         "bf16-mixed",
     )
+
+
+def test_batch_scoring_before_fit_dirichlet_says_what_is_missing():
+    # the batched scoring path (what the benchmark times) used to pass alpha=None on and fail with a TypeError
+    from geoad.torch_model import create_model
+    from geoad.transforms import Preprocessing, TransformSet
+
+    transforms = TransformSet("4")
+    model = create_model("wrn-10-1", len(transforms), 1)
+    detector = GeoADDetector(model, transforms, Preprocessing(1, 28, 2), "wrn-10-1")
+    images = torch.zeros(2, 1, 28, 28, dtype=torch.uint8)
+    for scoring in (detector.batch_anomaly_scores, detector.score):
+        with pytest.raises(ArtifactError, match="no Dirichlet parameters"):
+            scoring(images)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -39,11 +40,17 @@ def raw_features(images: Tensor, preprocessing: Preprocessing) -> np.ndarray:
     return preprocessing(images).flatten(1).numpy()
 
 
+class Scorer(Protocol):
+    """A fitted scikit-learn outlier detector: OneClassSVM and IsolationForest both score this way."""
+
+    def decision_function(self, x: np.ndarray) -> np.ndarray: ...
+
+
 @dataclass
 class BaselineResult:
     normality: np.ndarray  # test scores, higher = more normal
     params: dict[str, float]
-    model: object  # the fitted scikit-learn estimator, for timing its scoring path
+    model: Scorer  # the fitted scikit-learn estimator, for timing its scoring path
 
 
 def _subsample(x: np.ndarray, n: int | None, seed: int) -> np.ndarray:
@@ -60,12 +67,14 @@ def ocsvm_label_free(
     perm = np.random.default_rng(seed + 1).permutation(len(train))
     n_hold = max(1, int(holdout * len(train)))
     held, fit_part = train[perm[:n_hold]], train[perm[n_hold:]]
-    best, best_gap = None, np.inf
+    best: tuple[float, float] | None = None
+    best_gap = np.inf
     for nu, gamma in itertools.product(NU_GRID, GAMMA_GRID):
         accepted = (OneClassSVM(nu=nu, gamma=gamma).fit(fit_part).decision_function(held) >= 0).mean()
         gap = abs(accepted - (1 - nu))
         if gap < best_gap:
             best, best_gap = (nu, gamma), gap
+    assert best is not None  # every gap is finite, so the first grid point is taken at least
     nu, gamma = best
     model = OneClassSVM(nu=nu, gamma=gamma).fit(train)
     params = {"nu": float(nu), "gamma": float(gamma), "heldout_acceptance_gap": float(best_gap)}
@@ -82,13 +91,14 @@ def ocsvm_hindsight(
 ) -> BaselineResult:
     """The paper's OC-SVM: the grid point with the best test AUROC. Uses test labels: an optimistic bound."""
     train = _subsample(train, max_train, seed)
-    best = None
+    best: tuple[float, float, float, np.ndarray, OneClassSVM] | None = None
     for nu, gamma in itertools.product(NU_GRID, GAMMA_GRID):
         model = OneClassSVM(nu=nu, gamma=gamma).fit(train)
         scores = model.decision_function(test)
         score = auroc(scores, test_is_normal)
         if best is None or score > best[0]:
             best = (score, nu, gamma, scores, model)
+    assert best is not None  # the first grid point is always taken
     _, nu, gamma, scores, model = best
     return BaselineResult(scores, {"nu": float(nu), "gamma": float(gamma)}, model)
 
@@ -99,6 +109,6 @@ def isolation_forest(train: np.ndarray, test: np.ndarray, *, seed: int = 0) -> B
     return BaselineResult(model.decision_function(test), {"n_estimators": 100}, model)
 
 
-def baseline_normality(model: object, images: Tensor, preprocessing: Preprocessing) -> Tensor:
+def baseline_normality(model: Scorer, images: Tensor, preprocessing: Preprocessing) -> Tensor:
     """The scoring path of a fitted baseline, from uint8 images to normality scores (what the benchmark times)."""
     return torch.from_numpy(model.decision_function(raw_features(images, preprocessing)))

@@ -13,9 +13,13 @@ import csv
 import io
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from effinfer_core.trainer import TrainerFlags
 from geoad.data import NAMED, DataError, load_images
+
+if TYPE_CHECKING:  # the detector (torch, Lightning) is imported only by the commands that use it
+    from geoad.detector import FitConfig
 
 EXIT_USAGE = 2
 
@@ -77,7 +81,7 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--download", action="store_true", help="let torchvision download CIFAR-10/100 if missing")
 
 
-def _fit_config(args: argparse.Namespace, seed: int):
+def _fit_config(args: argparse.Namespace, seed: int) -> FitConfig:
     from geoad.detector import FitConfig
 
     flags = TrainerFlags.from_args(
@@ -104,9 +108,15 @@ def _fit_config(args: argparse.Namespace, seed: int):
     )
 
 
-def _fit(args: argparse.Namespace) -> int:
+def _lightning_rank() -> int:
+    """Lightning's global rank, read from the launcher's environment (and set by the Trainer's strategy)."""
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
+    # an attribute set on the decorator function, which Lightning's stubs do not declare
+    return rank_zero_only.rank  # type: ignore[attr-defined]
+
+
+def _fit(args: argparse.Namespace) -> int:
     from effinfer_core.progress import library_output_to
     from geoad.data import GeoADDataModule
     from geoad.detector import GeoADDetector
@@ -132,7 +142,7 @@ def _fit(args: argparse.Namespace) -> int:
     )
     with library_output_to(args.out.with_suffix(".log")):  # Lightning's banners and tips, not the screen
         detector = GeoADDetector.fit(datamodule, _fit_config(args, args.seed))
-    if rank_zero_only.rank == 0:  # under DDP every process gets here; one writes
+    if _lightning_rank() == 0:  # under DDP every process gets here; one writes
         detector.save(args.out)
         meta = detector.meta
         print(
@@ -194,10 +204,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise DataError(f"unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)} or none")
-    classes = _parse_classes(args.classes)
-    if classes is not None:  # names -> indices, and a class that does not exist fails before any work
+    asked = _parse_classes(args.classes)
+    classes = None
+    if asked is not None:  # names -> indices, and a class that does not exist fails before any work
         test = load_dataset(args.dataset, "test", args.data_dir, args.download)
-        classes = [resolve_class(test, c) for c in classes]
+        classes = [resolve_class(test, c) for c in asked]
     config = EvalConfig(
         dataset=args.dataset,
         classes=classes,

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import pickle
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal, cast
 
 import lightning as L
 import torch
@@ -31,6 +33,7 @@ from geoad.transforms import notice
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 NAMED = ("fashion-mnist", "cifar10", "cifar100")
+Split = Literal["train", "test"]
 
 
 class DataError(ValueError):
@@ -77,7 +80,7 @@ def as_nchw(images: Tensor, what: str) -> Tensor:
 
 
 def load_dataset(
-    name: str, split: str, data_dir: str | Path | None = None, download: bool = False
+    name: str, split: Split, data_dir: str | Path | None = None, download: bool = False
 ) -> ImageData:
     """One split ("train" or "test") of a labelled data set (see the module doc for the names)."""
     if name == "fashion-mnist":
@@ -99,7 +102,7 @@ def load_dataset(
     )
 
 
-def _load_cifar(name: str, split: str, data_dir: str | Path | None, download: bool) -> ImageData:
+def _load_cifar(name: str, split: Split, data_dir: str | Path | None, download: bool) -> ImageData:
     from torchvision.datasets import CIFAR10, CIFAR100
 
     from benchmarks.data import data_root
@@ -124,7 +127,7 @@ def _load_cifar(name: str, split: str, data_dir: str | Path | None, download: bo
     return ImageData(images, torch.tensor(coarse), classes)
 
 
-def _load_tensor_dataset(path: Path, split: str) -> ImageData:
+def _load_tensor_dataset(path: Path, split: Split) -> ImageData:
     blob = _torch_load(path)
     keys = (f"{split}_images", f"{split}_labels")
     if not isinstance(blob, dict) or any(k not in blob for k in keys):
@@ -140,7 +143,7 @@ def _load_tensor_dataset(path: Path, split: str) -> ImageData:
     return ImageData(images, labels, classes)
 
 
-def _load_image_folder_dataset(root: Path, split: str) -> ImageData:
+def _load_image_folder_dataset(root: Path, split: Split) -> ImageData:
     folder = root / split
     class_dirs = sorted(d for d in folder.iterdir() if d.is_dir()) if folder.is_dir() else []
     if not class_dirs:
@@ -152,11 +155,15 @@ def _load_image_folder_dataset(root: Path, split: str) -> ImageData:
     channels, size = first.images.shape[1], first.images.shape[-1]  # the other classes are brought to these
     parts = [first] + [read_image_folder(d, channels, size, recursive=False) for d in class_dirs[1:]]
     labels = torch.cat([torch.full((len(p),), c) for c, p in enumerate(parts)])
+    names = []
+    for d, p in zip(class_dirs, parts, strict=True):
+        assert p.names is not None  # read_image_folder names every image it returns
+        names += [f"{d.name}/{n}" for n in p.names]
     return ImageData(
         torch.cat([p.images for p in parts]),
         labels,
         [d.name for d in class_dirs],
-        [f"{d.name}/{n}" for d, p in zip(class_dirs, parts, strict=True) for n in p.names],
+        names,
         [s for p in parts for s in p.skipped],
     )
 
@@ -199,7 +206,10 @@ def read_image_folder(
     )
     if not files:
         raise DataError(f"{folder} contains no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    arrays, names, skipped, changes = [], [], [], Counter()
+    arrays: list[Tensor] = []
+    names: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    changes: Counter[str] = Counter()
     for file in files:  # one file at a time is unavoidable for decoding; everything after is batched
         try:
             with Image.open(file) as im:
@@ -279,14 +289,14 @@ def normal_training_images(
     return data
 
 
-class SelfLabelledDataset(Dataset):
+class SelfLabelledDataset(Dataset[tuple[Tensor, Tensor]]):
     """N images x T transformations = N * T (image, transformation label) pairs, made on demand.
 
     Index i stands for image i // T under transformation i % T. ``__getitems__`` serves a whole batch of indices
     with one tensor gather (the DataLoader calls it instead of N single ``__getitem__`` calls).
     """
 
-    def __init__(self, images: Tensor, n_transforms: int):
+    def __init__(self, images: Tensor, n_transforms: int) -> None:
         self.images, self.n_transforms = images, n_transforms
 
     def __len__(self) -> int:
@@ -304,6 +314,20 @@ def _keep_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
     return batch  # __getitems__ already returns the stacked batch
 
 
+@dataclass(frozen=True)
+class DataSettings:
+    """What GeoADDataModule loads and how it batches it (its constructor's arguments, typed)."""
+
+    source: str
+    normal_class: int | str | None = None
+    batch_size: int = 128
+    data_dir: str | Path | None = None
+    limit: int | None = None
+    seed: int = 0
+    num_workers: int = 0
+    download: bool = False
+
+
 class GeoADDataModule(L.LightningDataModule):
     """The self-labelled training set of one normal class (or of a folder / tensor file of normal images)."""
 
@@ -318,30 +342,39 @@ class GeoADDataModule(L.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
         download: bool = False,
-    ):
+    ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore="n_transforms")
+        self.save_hyperparameters(ignore="n_transforms")  # into the checkpoints; the code reads settings
+        self.settings = DataSettings(
+            source, normal_class, batch_size, data_dir, limit, seed, num_workers, download
+        )
         self.n_transforms = (
             n_transforms  # set by GeoADDetector.fit to the size of the model's transformation set
         )
         self.normal: ImageData | None = None
 
     def setup(self, stage: str | None = None) -> None:
-        if self.normal is None:
-            h = self.hparams
-            self.normal = normal_training_images(
-                h.source, h.normal_class, h.data_dir, h.limit, h.seed, h.download
-            )
+        self.normal_data()
 
-    def train_dataloader(self) -> DataLoader:
-        self.setup()
-        dataset = SelfLabelledDataset(self.normal.images, self.n_transforms)
+    def normal_data(self) -> ImageData:
+        """The normal training images, loaded on the first call."""
+        if self.normal is None:
+            s = self.settings
+            self.normal = normal_training_images(
+                s.source, s.normal_class, s.data_dir, s.limit, s.seed, s.download
+            )
+        return self.normal
+
+    def train_dataloader(self) -> DataLoader[tuple[Tensor, Tensor]]:
+        dataset = SelfLabelledDataset(self.normal_data().images, self.n_transforms)
+        # torch's stubs type collate_fn as taking a list of samples; with __getitems__ it gets the whole batch
+        collate = cast(Callable[[list[Any]], Any], _keep_batch)
         # shuffle=True: every epoch visits every (image, transformation) pair once, in a seeded random order
         return DataLoader(
             dataset,
-            batch_size=self.hparams.batch_size,
+            batch_size=self.settings.batch_size,
             shuffle=True,
-            collate_fn=_keep_batch,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
+            collate_fn=collate,
+            num_workers=self.settings.num_workers,
+            persistent_workers=self.settings.num_workers > 0,
         )

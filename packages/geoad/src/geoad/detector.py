@@ -113,8 +113,7 @@ class GeoADDetector:
 
         Progress: a bar on a terminal, else (or with ``log``) a few ``<prefix> step ...`` lines."""
         L.seed_everything(config.seed, workers=True, verbose=False)
-        datamodule.setup("fit")
-        normal = datamodule.normal.images
+        normal = datamodule.normal_data().images
         prep = Preprocessing.for_images(normal, config.pad)
         module = GeoADModel(
             config.backbone,
@@ -145,7 +144,8 @@ class GeoADDetector:
             devices=config.devices,
             strategy=config.strategy,
             num_nodes=config.num_nodes,
-            precision=precision,
+            # a str (command line or API) that Lightning validates itself; its stubs want the Literal
+            precision=precision,  # type: ignore[arg-type]
             logger=False,
             enable_checkpointing=bool(config.ckpt_dir),
             callbacks=callbacks,
@@ -209,11 +209,18 @@ class GeoADDetector:
         self.dtype = torch.bfloat16 if self.bf16 and bf16_supported(self.device) else torch.float32
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         # cast the weights once rather than autocast: autocast re-casts every weight on every call
-        self.model = self.model.to(self.device, dtype=self.dtype, memory_format=fmt).eval()
+        # two calls: torch's stubs have no Module.to overload taking dtype and memory_format together
+        self.model = self.model.to(self.device, dtype=self.dtype).to(memory_format=fmt).eval()
         self._network = torch.compile(self.model) if self.compile else self.model
         if self.alpha is not None:
             self.alpha = self.alpha.to(self.device)
         return self
+
+    def fitted_alpha(self) -> Tensor:
+        """The Dirichlet parameters, or an ArtifactError before fit_dirichlet."""
+        if self.alpha is None:
+            raise ArtifactError("this detector has no Dirichlet parameters yet: call fit_dirichlet first")
+        return self.alpha
 
     def conform(self, images: Tensor, what: str = "input") -> Tensor:
         """uint8 [N, H, W] / [N, C, H, W] of any size and channel count -> what the network was trained on."""
@@ -232,7 +239,7 @@ class GeoADDetector:
 
     def batch_anomaly_scores(self, images: Tensor) -> Tensor:
         """The whole scoring path for one batch on the device: uint8 images -> anomaly scores [B]."""
-        return -dirichlet_normality(self.batch_log_probs(images), self.alpha)
+        return -dirichlet_normality(self.batch_log_probs(images), self.fitted_alpha())
 
     @torch.inference_mode()
     def log_probs(self, images: Tensor, batch_size: int = 64) -> Tensor:
@@ -246,10 +253,9 @@ class GeoADDetector:
 
     def score(self, images: Tensor, batch_size: int = 64) -> Scores:
         """Anomaly, normality and simplified scores of uint8 images [N, H, W] or [N, C, H, W]."""
-        if self.alpha is None:
-            raise ArtifactError("this detector has no Dirichlet parameters yet: call fit_dirichlet first")
+        alpha = self.fitted_alpha()
         log_p = self.log_probs(images, batch_size)
-        normality = dirichlet_normality(log_p, self.alpha.cpu())
+        normality = dirichlet_normality(log_p, alpha.cpu())
         return Scores(anomaly=-normality, normality=normality, simplified=simplified_normality(log_p))
 
     # ---- the artifact ---------------------------------------------------------------------------------------

@@ -93,7 +93,7 @@ class EvalRun:
     """The protocol's steps on one run folder: ``seed(c, s)`` fits and scores, ``baseline(c, name)``; each step
     is computed only when its inputs hash is not the one recorded as done, and returns (metrics, computed)."""
 
-    def __init__(self, config: EvalConfig, fit_log: Log | None = None, test: ImageData | None = None):
+    def __init__(self, config: EvalConfig, fit_log: Log | None = None, test: ImageData | None = None) -> None:
         self.config = config
         self.fit_log = fit_log  # None: a progress bar on a terminal, a few stderr lines elsewhere
         self.run = RunFolder(config.out_dir)
@@ -171,7 +171,7 @@ class EvalRun:
         detector = GeoADDetector.load(self.detector_path(normal_class, seed))
         is_normal = one_vs_rest(self.test.labels, normal_class)
         scores = detector.score(self.test.images, self.config.score_batch_size)
-        metrics = anomaly_metrics(scores.normality.numpy(), is_normal)
+        metrics: dict[str, Any] = {**anomaly_metrics(scores.normality.numpy(), is_normal)}
         metrics["auroc_simplified"] = auroc(scores.simplified.numpy(), is_normal)
         metrics.update(
             {k: detector.meta.get(k) for k in ("train_pairs", "train_seconds", "train_pairs_per_s")}
@@ -187,9 +187,9 @@ class EvalRun:
             normal = GeoADDataModule(
                 c.dataset, normal_class, data_dir=c.data_dir, limit=c.train_limit, seed=0, download=c.download
             )
-            normal.setup()
-            preprocessing = Preprocessing.for_images(normal.normal.images, c.fit.pad)  # the detector's own
-            train = raw_features(normal.normal.images, preprocessing)
+            images = normal.normal_data().images
+            preprocessing = Preprocessing.for_images(images, c.fit.pad)  # the detector's own
+            train = raw_features(images, preprocessing)
             test_x = raw_features(preprocessing.conform(self.test.images), preprocessing)
             self._baseline_features[normal_class] = (train, test_x)
         return self._baseline_features[normal_class]

@@ -25,9 +25,10 @@ class GeoADModel(L.LightningModule):
         pad: int = 2,
         lr: float = 1e-3,
         channels_last: bool = False,
-    ):
+    ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters()  # into the checkpoints; the code reads the typed attributes below
+        self.lr = lr
         self.transforms = TransformSet(transforms)
         self.preprocessing = Preprocessing(channels, raw_size, pad)
         self.model = create_model(backbone, len(self.transforms), channels)
@@ -53,4 +54,4 @@ class GeoADModel(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # the paper: Adam with Keras' defaults (lr 1e-3, betas 0.9/0.999)
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        return torch.optim.Adam(self.parameters(), lr=self.lr)

@@ -54,6 +54,6 @@ def anomaly_metrics(normality: np.ndarray, is_normal: np.ndarray) -> dict[str, f
 
 def mean_sem(values: list[float]) -> tuple[float, float]:
     """Mean and standard error of the mean (sample standard deviation / sqrt(n)); SEM is 0 for one value."""
-    values = np.asarray(values, dtype=np.float64)
-    sem = values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else 0.0
-    return float(values.mean()), float(sem)
+    x = np.asarray(values, dtype=np.float64)
+    sem = x.std(ddof=1) / math.sqrt(len(x)) if len(x) > 1 else 0.0
+    return float(x.mean()), float(sem)

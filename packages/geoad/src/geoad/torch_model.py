@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 
 class PreActBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int, dropout: float = 0.0):
+    def __init__(self, c_in: int, c_out: int, stride: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(c_in)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)

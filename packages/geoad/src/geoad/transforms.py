@@ -66,7 +66,7 @@ class TransformSet:
     Every set keeps the paper's enumeration order, so it is the 72-set with the unused factors held at identity.
     """
 
-    def __init__(self, spec: str = "72"):
+    def __init__(self, spec: str = "72") -> None:
         factors = NAMED_SETS.get(spec, spec).split("+")
         unknown = [f for f in factors if f not in FACTORS]
         if unknown or not factors or len(set(factors)) != len(factors):
