@@ -71,7 +71,7 @@ class LogProgress(L.Callback):
             return
         elapsed = time.perf_counter() - self._start
         done = step - self._first_step
-        left = f", ~{_minutes(elapsed / done * (total - step))} left" if done else ""
+        left = f", ~{_minutes(elapsed / done * (total - step))} left" if done and step < total else ""
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         loss_text = f", loss {float(loss):.4f}" if loss is not None else ""
         self.emit(
