@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.claims import Claim, claims_section
+from benchmarks.registry import discover_tasks
 from benchmarks.results import read_records
 from effinfer_core.atomic import write_atomic
 
@@ -156,10 +157,7 @@ def run_records(latest: list[dict[str, Any]], task: str) -> list[dict[str, Any]]
 
 def _claims(latest: list[dict[str, Any]], claims: dict[str, Claim] | None) -> list[str]:
     if claims is None:
-        from benchmarks.registry import (
-            discover_tasks,
-        )  # the tasks know their claims; the report knows records
-
+        # the tasks know their claims; the report knows only records
         claims = {t.name: t.claim for t in discover_tasks()[0] if t.claim is not None}
     present = {r["task"] for r in latest}
     claims = {task: claim for task, claim in claims.items() if task in present}

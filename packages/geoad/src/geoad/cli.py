@@ -84,9 +84,8 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
 def _fit_config(args: argparse.Namespace, seed: int) -> FitConfig:
     from geoad.detector import FitConfig
 
-    flags = TrainerFlags.from_args(
-        args
-    )  # precision stays "auto" here: FitConfig resolves it, as the API does
+    # precision stays "auto" here: FitConfig resolves it, as the API does
+    flags = TrainerFlags.from_args(args)
     return FitConfig(
         backbone=args.backbone,
         transforms=args.transforms,

@@ -261,9 +261,8 @@ def run_bld(
     trainer.validate(module, dataloaders=val, verbose=False)
     nmse_init = dict(module.heldout_nmse)
     trainer.fit(module, ckpt_path=resume_path(ckpt_dir))  # batches: `BLDModule.train_dataloader`
-    trainer.save_checkpoint(
-        ckpt_dir / "last.ckpt"
-    )  # the final state too, so a rerun after completion trains nothing
+    # the final state too, so a rerun after completion trains nothing
+    trainer.save_checkpoint(ckpt_dir / "last.ckpt")
     trainer.validate(module, dataloaders=val, verbose=False)
     library.requires_grad_(False).eval()
     metrics = {

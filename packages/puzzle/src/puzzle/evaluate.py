@@ -89,9 +89,8 @@ def evaluate_models(
         model.to(device).eval()
     results = quality_metrics(models, parent, batches, device=device, progress=progress)
     if costs is None:
-        costs = measure_generations(
-            models, scenario, device=device, warmup=warmup, iters=iters
-        )  # interleaved
+        # the models timed in turn (interleaved), so a drift of the machine's speed hits all of them alike
+        costs = measure_generations(models, scenario, device=device, warmup=warmup, iters=iters)
     for name, model in models.items():
         cost = costs[name]
         # one number per metric in the records: the per-round times stay out

@@ -173,9 +173,8 @@ def run_gkd(
     # last.ckpt every checkpoint_every steps, streamed to disk (no in-memory copy of weights + Adam)
     checkpointing = checkpointed_trainer_kwargs(ckpt_dir, checkpoint_every)
     kwargs["plugins"] = [*kwargs.get("plugins", []), *checkpointing["plugins"]]
-    attempt = len(
-        list((ckpt_dir / "log").glob("version_*"))
-    )  # a resumed run logs beside, not over, the first
+    # a resumed run logs beside, not over, the first
+    attempt = len(list((ckpt_dir / "log").glob("version_*")))
     trainer = L.Trainer(
         max_epochs=-1,
         logger=CSVLogger(ckpt_dir, name="log", version=attempt),

@@ -339,9 +339,8 @@ def solve(
         c = problem.costs[name][avail]
         scales[name] = float(np.abs(c).max()) or 1.0
         coefs[name] = (c / scales[name]).tolist()
-    tighten = dict.fromkeys(
-        constrained, 0.0
-    )  # repair margin after a tolerance-sized overshoot (original units)
+    # repair margin after a tolerance-sized overshoot (original units)
+    tighten = dict.fromkeys(constrained, 0.0)
     cuts: list[list[int]] = []
     sense = pulp.LpMinimize if problem.score_sense == "min" else pulp.LpMaximize
 

@@ -52,9 +52,8 @@ def synthetic_problem(
     attn_params = np.where(kv > 0, 2.0 + 0.25 * kv, np.where(kv < 0, 1.0, 0.0)) * hidden**2
     ffn_params = np.where(ff > 0, 10.5 * ff, np.where(ff < 0, 1.0, 0.0)) * hidden**2
     params = attn_params + ffn_params
-    kv_cache_mib = np.where(
-        kv > 0, kv * 256 * 1200 * 2 * 8 * 128 * 2 / 2**20, 0.0
-    )  # batch 256, seq 1200, bf16
+    # batch 256, seq 1200, bf16
+    kv_cache_mib = np.where(kv > 0, kv * 256 * 1200 * 2 * 8 * 128 * 2 / 2**20, 0.0)
     runtime = 0.002 * params / hidden**2 + 0.05 * np.maximum(kv, 0.0)
 
     attn_loss = np.where(kv > 0, 0.3 * (1 - kv) ** 1.5, np.where(kv < 0, 0.6, 1.0))

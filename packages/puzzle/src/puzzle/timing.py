@@ -39,9 +39,8 @@ class GreedyGenerator:
         gen = torch.Generator().manual_seed(seed)
         self.prompt = torch.randint(0, vocab, (scenario.batch, scenario.prefill), generator=gen).to(device)
         forward = model.forward
-        self.keep_last = _accepts(
-            forward, "logits_to_keep"
-        )  # LM head on the last position only, as generate does
+        # LM head on the last position only, as generate does
+        self.keep_last = _accepts(forward, "logits_to_keep")
         self.pass_positions = _accepts(forward, "position_ids")
 
     def _forward(self, ids: torch.Tensor, start: int, cache: Any) -> Any:

@@ -31,7 +31,6 @@ def run(pipe: Pipeline, h: str) -> dict[str, Any]:
     if pipe.is_main:  # every rank holds the same trained library
         library.save(pipe.run.path("bld/lib"))
         pipe.run.write_json("bld/bld.json", metrics)
-        shutil.rmtree(
-            pipe.run.path(f"bld/ckpt-{h}"), ignore_errors=True
-        )  # the library is saved; free the disk
+        # the library is saved; free the disk
+        shutil.rmtree(pipe.run.path(f"bld/ckpt-{h}"), ignore_errors=True)
     return {}
