@@ -60,6 +60,8 @@ class FeatureScorer(Scorer):
     """A timm CNN's features of the image against those of blurred copies (cut at ``level``; stride 2**(level+1))."""
 
     name = "feature"
+    mean: Tensor
+    std: Tensor
 
     def __init__(self, cnn: str = "resnet10t", level: int = 1, checkpoint: str | Path | None = None):
         super().__init__()
