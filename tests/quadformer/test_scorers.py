@@ -50,6 +50,9 @@ def test_random_is_seeded() -> None:
         create_scorer("random", seed=2),
     )
     assert torch.equal(a(x), b(x)) and not torch.equal(a(x), c(x))
+    assert not torch.equal(a(x), a(x))  # training: fresh noise every step
+    a.eval()
+    assert torch.equal(a(x), a(x))  # eval: reproducible predictions
 
 
 def test_feature_scorer_loads_local_checkpoint(tmp_path: Path) -> None:

@@ -13,23 +13,7 @@ from quadformer.predictor import QuadformerPredictor
 from quadformer.quadtree import TokenBudgetError
 from quadformer.train import fit, load_profile
 
-from .conftest import TINY
-
-
-def tiny_config(data_dir: Path, **quadtree: Any) -> dict[str, Any]:
-    """A 64 px clutter set, a 2-block dim-32 ViT, a few steps: seconds on one core."""
-    data = {
-        k: getattr(TINY, k) for k in ("train", "test", "size", "item_min", "item_max", "distractors", "seed")
-    }
-    return load_profile(
-        "quick",
-        {
-            "data": {**data, "data_dir": str(data_dir), "batch_size": 8},
-            "model": {"depth": 2, "embed_dim": 32, "num_heads": 2, "patch_size": 8},
-            "quadtree": {"tokens": 16, "min_patch": 8, "max_patch": 32, **quadtree},
-            "train": {"steps": 6, "warmup_steps": 2, "checkpoint_every": 3},
-        },
-    )
+from .conftest import TINY, tiny_config
 
 
 def test_fit_saves_predictor_and_resumes(data_dir: Path, tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ One small interface: a ``Scorer`` is an ``nn.Module`` whose ``forward(images, ma
   copies blurred by 2 and 4; importance = channel-mean squared difference, averaged over the copies. No ImageNet
   weights can be had offline, so the CNN is randomly initialised unless ``checkpoint`` names a local timm checkpoint
   file (random conv features still respond to edges and texture, roughly like pixel-blur at a coarser scale).
-- ``random``: uniform noise from a seeded generator (a control: the quadtree without saliency).
+- ``random``: uniform noise from a seeded generator (a control: the quadtree without saliency); in eval mode the
+  same for every call, so predictions are reproducible.
 - ``oracle``: the precomputed maps as they are (e.g. ground-truth masks: what a perfect saliency model would give).
 """
 
@@ -94,14 +95,19 @@ class FeatureScorer(Scorer):
 
 
 class RandomScorer(Scorer):
+    """Fresh noise at every training step; in eval mode the generator restarts from the seed at every call, so
+    predictions are reproducible (the same batch gets the same tokens)."""
+
     name = "random"
 
     def __init__(self, seed: int = 0, resolution: int = 16):
         super().__init__()
-        self.resolution = resolution
+        self.resolution, self.seed = resolution, seed
         self.generator = torch.Generator().manual_seed(seed)
 
     def forward(self, images: Tensor, maps: Tensor | None = None) -> Tensor:
+        if not self.training:
+            self.generator.manual_seed(self.seed)
         b, _, h, w = images.shape
         shape = (b, max(1, h * self.resolution // max(h, w)), max(1, w * self.resolution // max(h, w)))
         return torch.rand(shape, generator=self.generator).to(images.device)

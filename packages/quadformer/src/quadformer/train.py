@@ -92,6 +92,23 @@ def datamodule(config: Mapping[str, Any]) -> ImageDataModule:
     return ImageDataModule(d["source"], clutter, d["data_dir"], d["batch_size"], image_size=d["size"])
 
 
+def validate(config: Mapping[str, Any]) -> None:
+    """Refuse a config whose token budget, patch sizes or scorer cannot work, before anything is written."""
+    from quadformer.lightning_model import vanilla_patch
+    from quadformer.quadtree import QuadtreeSpec
+    from quadformer.scorers import SCORERS
+
+    q, size = config["quadtree"], config["data"]["size"]
+    if q["scorer"] == "none":
+        vanilla_patch(size, q["tokens"])
+        return
+    if q["scorer"].partition(":")[0] not in SCORERS:
+        raise ValueError(
+            f"unknown scorer {q['scorer']!r}; known scorers: {', '.join(SCORERS)}, none (vanilla)"
+        )
+    QuadtreeSpec(size, size, q["min_patch"], q["max_patch"]).check_budget(q["tokens"])
+
+
 def network_settings(config: Mapping[str, Any], num_classes: int) -> dict[str, Any]:
     m, q = config["model"], config["quadtree"]
     return {
@@ -119,6 +136,7 @@ def fit(
 ) -> dict[str, Any]:
     """Train, save ``model.pt`` and evaluate it on the test split; returns (and writes) the metrics. A rerun with a
     ``ckpt/last.ckpt`` left by a killed run resumes from it."""
+    validate(config)
     out = Path(out_dir)
     t = config["train"]
     L.seed_everything(t["seed"], workers=True, verbose=False)
