@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import quadformer.bench as bench
+from benchmarks.bench_command import add_bench_arguments, run_bench
+
+from .conftest import tiny_config
+
+
+def test_bench_task_records_accuracy_and_cost(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real task on the tiny profile: vanilla and pixel-blur at 16 tokens, each trained, evaluated, measured."""
+
+    def tiny_profile(profile: str, overrides: dict[str, Any]) -> dict[str, Any]:
+        return tiny_config(data_dir, **overrides["quadtree"])
+
+    monkeypatch.setattr(bench, "load_profile", tiny_profile)
+    monkeypatch.setitem(bench.SWEEPS, "quick", bench.Sweep((16,), ("none", "pixel-blur"), None))
+    parser = argparse.ArgumentParser()
+    add_bench_arguments(parser)
+    args = parser.parse_args(
+        ["--results", str(tmp_path / "results.jsonl"), "--work-root", str(tmp_path / "work")]
+    )
+    assert run_bench(args, bench.tasks()) == 0
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    records = [r for r in map(json.loads, lines) if r["task"] == "quadformer.clutter"]
+    assert [r["variant"] for r in records] == ["vanilla ViT N=16", "Quadformer pixel-blur N=16"]
+    vanilla, quad = (r["cost"] for r in records)
+    assert all(0 <= r["quality"]["accuracy"] <= 1 for r in records)
+    assert vanilla["samples_per_s"] > 0 and vanilla["tokens_per_s"] == 16 * vanilla["samples_per_s"]
+    # same ViT, same tokens: Quadformer costs the ViT's FLOPs plus its scorer's (pixel-blur: no multiply-adds)
+    assert quad["flops_per_sample"] == pytest.approx(vanilla["flops_per_sample"], rel=0.01)
+    work = next((tmp_path / "work").rglob("pixel-blur-N16"))
+    mtime = (work / "model.pt").stat().st_mtime
+    assert run_bench(args, bench.tasks()) == 0  # an unchanged rerun reuses the trained variants
+    assert (work / "model.pt").stat().st_mtime == mtime
