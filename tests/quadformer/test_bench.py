@@ -41,3 +41,6 @@ def test_bench_task_records_accuracy_and_cost(
     mtime = (work / "model.pt").stat().st_mtime
     assert run_bench(args, bench.tasks()) == 0  # an unchanged rerun reuses the trained variants
     assert (work / "model.pt").stat().st_mtime == mtime
+    (work / "config.json").write_text("{}")  # a folder left by other settings (or an older default) is redone
+    assert run_bench(args, bench.tasks()) == 0
+    assert (work / "model.pt").stat().st_mtime != mtime

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from quadformer.quadtree import QuadtreeSpec, quadtree_tokens
-from quadformer.scorers import FeatureScorer, Scorer, create_scorer
+from quadformer.scorers import FeatureScorer, Scorer, canonical_scorer, create_scorer
 
 
 def _square_image() -> Tensor:
@@ -85,3 +85,10 @@ def test_unknown_scorer() -> None:
         create_scorer("saliency")
     with pytest.raises(ValueError, match="Unknown model"):
         create_scorer("feature:no_such_cnn")
+
+
+def test_canonical_names_spell_out_defaults() -> None:
+    assert canonical_scorer("feature") == "feature:mobilenetv3_small_050@2"
+    assert canonical_scorer("feature:resnet10t") == "feature:resnet10t@2"
+    assert canonical_scorer("pixel-blur") == "pixel-blur"
+    assert create_scorer(canonical_scorer("feature")).cnn_name == "mobilenetv3_small_050"

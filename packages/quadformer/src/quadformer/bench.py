@@ -11,6 +11,7 @@ time: it is an upper bound for a saliency model, not a deployable variant.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,10 @@ import torch
 
 from benchmarks.registry import Task, TaskContext
 from benchmarks.yardstick import Cost, measure
+from effinfer_core.atomic import write_atomic
 from effinfer_core.trainer import TrainerFlags
 from quadformer.predictor import QuadformerPredictor
+from quadformer.scorers import canonical_scorer
 from quadformer.train import datamodule, fit, load_profile
 
 
@@ -52,16 +55,21 @@ def _variant_config(ctx: TaskContext, scorer: str, tokens: int, sweep: Sweep) ->
 
 
 def _trained(ctx: TaskContext, config: dict[str, Any], out: Path) -> dict[str, Any]:
-    """The variant's metrics, training it first unless ``out`` holds a finished run of this exact config."""
+    """The variant's metrics, training it first unless ``out`` holds a finished run of this exact config (the
+    resolved one: a changed default counts as a change, and a stale folder is started over)."""
     done = out / "metrics.json"
-    if (
-        done.is_file()
-        and (out / "config.json").is_file()
-        and json.loads((out / "config.json").read_text()) == config
-    ):
-        return json.loads(done.read_text())
+    key = out / "config.json"
+    resolved = {
+        **config,
+        "quadtree": {**config["quadtree"], "scorer": canonical_scorer(config["quadtree"]["scorer"])},
+    }
+    if key.is_file() and json.loads(key.read_text()) == resolved:
+        if done.is_file():
+            return json.loads(done.read_text())
+    elif out.exists():
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_atomic(key, json.dumps(resolved, indent=2, sort_keys=True) + "\n")
     accelerator = "gpu" if ctx.device.type == "cuda" else "cpu"
     return fit(config, out, TrainerFlags(accelerator=accelerator, devices=1), log=ctx.log)
 

@@ -136,6 +136,16 @@ class OracleScorer(Scorer):
         return maps.float().reshape(maps.shape[0], *maps.shape[-2:])
 
 
+def canonical_scorer(name: str) -> str:
+    """The scorer name with its defaults spelled out (``feature`` -> ``feature:mobilenetv3_small_050@2``), so a
+    saved run names what it used even if a default changes later."""
+    kind, _, arg = name.partition(":")
+    if kind != "feature":
+        return name
+    cnn, _, level = (arg or DEFAULT_CNN).partition("@")
+    return f"feature:{cnn}@{level or DEFAULT_LEVEL}"
+
+
 def create_scorer(name: str, *, seed: int = 0, checkpoint: str | Path | None = None) -> Scorer:
     """``pixel-blur``, ``feature`` / ``feature:<timm CNN name>[@level]``, ``random``, ``oracle``."""
     kind, _, arg = name.partition(":")

@@ -23,6 +23,7 @@ from effinfer_core.training import checkpointed_trainer_kwargs, resume_path
 from quadformer.data import ClutterSettings, ImageDataModule
 from quadformer.lightning_model import QuadformerModule
 from quadformer.predictor import QuadformerPredictor
+from quadformer.scorers import canonical_scorer
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -116,7 +117,7 @@ def network_settings(config: Mapping[str, Any], num_classes: int) -> dict[str, A
         "num_classes": num_classes,
         "image_size": config["data"]["size"],
         "tokens": q["tokens"],
-        "scorer": q["scorer"],
+        "scorer": canonical_scorer(q["scorer"]),
         "min_patch": q["min_patch"],
         "max_patch": q["max_patch"],
         "position": m["position"],
@@ -126,6 +127,31 @@ def network_settings(config: Mapping[str, Any], num_classes: int) -> dict[str, A
         "seed": config["train"]["seed"],
         "vit_kwargs": {"depth": m["depth"], "embed_dim": m["embed_dim"], "num_heads": m["num_heads"]},
     }
+
+
+def run_key(config: Mapping[str, Any], network: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run folder's checkpoint depends on: the data, the resolved network and the recipe. The step budget
+    is left out: a rerun with more steps continues the same run."""
+    train = {k: v for k, v in config["train"].items() if k not in ("steps", "checkpoint_every")}
+    return json.loads(json.dumps({"data": config["data"], "network": network, "train": train}))
+
+
+def _claim(out: Path, key: dict[str, Any]) -> None:
+    """Bind ``out`` to one run: refuse to resume a checkpoint that another config left there."""
+    path = out / "run.json"
+    if path.is_file() and json.loads(path.read_text()) != key and resume_path(out / "ckpt"):
+        old = json.loads(path.read_text())
+        diff = sorted(
+            f"{section}.{k}"
+            for section in key
+            for k in set(key[section]) | set(old.get(section, {}))
+            if key[section].get(k) != old.get(section, {}).get(k)
+        )
+        raise ValueError(
+            f"{out} holds a checkpoint of a different run (differs in {', '.join(diff) or 'layout'}): use another "
+            "--out, or delete that folder to start over"
+        )
+    write_atomic(path, json.dumps(key, indent=2, sort_keys=True) + "\n")
 
 
 def fit(
@@ -144,6 +170,7 @@ def fit(
     dm.prepare_data()
     dm.setup()
     network = network_settings(config, dm.num_classes)
+    _claim(out, run_key(config, network))
     module = QuadformerModule(network, t["lr"], t["weight_decay"], t["warmup_steps"], t["label_smoothing"])
     ckpt = checkpointed_trainer_kwargs(out / "ckpt", t["checkpoint_every"])
     progress = progress_trainer_kwargs(log, f"train {network['scorer']} N={network['tokens']}")
