@@ -166,7 +166,8 @@ class MixedResolutionViT(nn.Module):
         scale = torch.tensor([gh / spec.height, gw / spec.width], device=centres.device)
         return _bilinear(table, centres * scale - 0.5)
 
-    def forward_features(self, images: Tensor, tokens: Tokens) -> Tensor:
+    def embed(self, images: Tensor, tokens: Tokens) -> Tensor:
+        """[B, prefix + N, D]: the sequence the transformer blocks take (prefix tokens, then the patches)."""
         vit = self.vit
         proj = vit.patch_embed.proj
         x = (images - self.mean) / self.std  # affine, so it commutes with the area average
@@ -180,8 +181,10 @@ class MixedResolutionViT(nn.Module):
             assert vit.pos_embed is not None
             x = torch.cat([*prefix, x], dim=1)
             x = x + torch.cat([vit.pos_embed[:, : len(prefix)].expand(x.shape[0], -1, -1), pos], dim=1)
-        x = vit.norm_pre(vit.patch_drop(vit.pos_drop(x)))
-        return vit.norm(vit.blocks(x))
+        return vit.norm_pre(vit.patch_drop(vit.pos_drop(x)))
+
+    def forward_features(self, images: Tensor, tokens: Tokens) -> Tensor:
+        return self.vit.norm(self.vit.blocks(self.embed(images, tokens)))
 
     def forward(self, images: Tensor, tokens: Tokens) -> Tensor:
         return self.vit.forward_head(self.forward_features(images, tokens))
