@@ -5,7 +5,8 @@ Each variant is trained with the profile's recipe (``configs/<profile>.yaml``; t
 optimiser for all), evaluated on the test split (backgrounds never seen in training), and timed with the yardstick
 on the whole inference path: scorer + quadtree + ViT (GFLOPs per image include the scorer; the quadtree's argmax
 steps have no multiply-adds, but their time is in images/s). The oracle scorer's masks are inputs, free at test
-time: it is an upper bound for a saliency model, not a deployable variant.
+time: it is an upper bound for a saliency model, not a deployable variant. ToMe (training-free token merging) runs
+on the largest budget's trained vanilla ViT with its merge rate chosen to match the FLOPs of each smaller budget.
 """
 
 from __future__ import annotations
@@ -13,17 +14,20 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from benchmarks.registry import Task, TaskContext
-from benchmarks.yardstick import Cost, measure
+from benchmarks.yardstick import Cost, count_flops, measure
 from effinfer_core.atomic import write_atomic
 from effinfer_core.trainer import TrainerFlags
 from quadformer.predictor import QuadformerPredictor
 from quadformer.scorers import canonical_scorer
+from quadformer.tome import ToMeViT
+from quadformer.torch_model import Quadformer
 from quadformer.train import datamodule, fit, load_profile
 
 
@@ -32,6 +36,7 @@ class Sweep:
     tokens: tuple[int, ...]
     scorers: tuple[str, ...]  # "none" = the vanilla ViT on a grid of the same number of tokens
     steps: int | None  # None: the profile's
+    tome: bool = True  # ToMe on the largest vanilla ViT, matched to the FLOPs of each smaller budget
 
 
 SWEEPS = {
@@ -94,6 +99,7 @@ def _cost(
 
 def run_clutter(ctx: TaskContext) -> None:
     sweep = SWEEPS[ctx.profile]
+    vanilla: dict[int, tuple[Path, float]] = {}  # budget -> (model.pt, FLOPs per image)
     for tokens in sweep.tokens:
         for scorer in sweep.scorers:
             config = _variant_config(ctx, scorer, tokens, sweep)
@@ -106,7 +112,7 @@ def run_clutter(ctx: TaskContext) -> None:
             cost = _cost(ctx, predictor, next(iter(dm.test_dataloader())), tokens)
             ctx.record(
                 f"{'vanilla ViT' if scorer == 'none' else 'Quadformer ' + scorer} N={tokens}",
-                f"clutter {config['data']['size']}px, {metrics['test_images']} test images (unseen backgrounds)",
+                _data_label(config, metrics["test_images"]),
                 {"accuracy": metrics["accuracy"]},
                 cost,
                 tokens=tokens,
@@ -118,8 +124,56 @@ def run_clutter(ctx: TaskContext) -> None:
                 embed_dim=config["model"]["embed_dim"],
                 gflops_per_image=(cost.flops_per_sample or 0) / 1e9,
             )
-            if ctx.device.type == "cuda":
-                torch.cuda.empty_cache()
+            if scorer == "none":
+                vanilla[tokens] = (out / "model.pt", cost.flops_per_sample or 0.0)
+    if sweep.tome and len(vanilla) > 1:
+        _run_tome(ctx, sweep, vanilla)
+
+
+def _data_label(config: dict[str, Any], test_images: int) -> str:
+    return f"clutter {config['data']['size']}px, {test_images} test images (unseen backgrounds)"
+
+
+def _run_tome(ctx: TaskContext, sweep: Sweep, vanilla: dict[int, tuple[Path, float]]) -> None:
+    """ToMe on the vanilla ViT of the largest budget, with r per block chosen so its FLOPs come closest to the
+    vanilla ViT's at each smaller budget (the ViT cost Quadformer has at that budget)."""
+    top = max(vanilla)
+    base = QuadformerPredictor.load(vanilla[top][0], ctx.device)
+    config = _variant_config(ctx, "none", top, sweep)
+    dm = datamodule(config)
+    dm.setup()
+    batch = next(iter(dm.test_dataloader()))
+    images = base.prepare(batch["image"][:4])
+    for tokens in sorted(t for t in vanilla if t < top):
+        target = vanilla[tokens][1]
+        best_r, best_gap = 0, float("inf")
+        for r in range(0, top // 2 + 1):  # FLOPs fall as r grows; a scan is a few cheap counts
+            net = _with_tome(base, r)
+            with torch.inference_mode():
+                per_image = count_flops(partial(net, images)) / len(images)
+            if abs(per_image - target) < best_gap:
+                best_r, best_gap = r, abs(per_image - target)
+            if per_image < target:
+                break
+        tome = QuadformerPredictor(_with_tome(base, best_r), base.network, base.classes)
+        accuracy = tome.accuracy(dm.test_dataloader())
+        cost = _cost(ctx, tome, batch, top)
+        ctx.record(
+            f"ToMe r={best_r} on vanilla N={top} (FLOPs of N={tokens})",
+            _data_label(config, len(dm.test_set)),  # type: ignore[arg-type]
+            {"accuracy": accuracy},
+            cost,
+            tokens=top,
+            tome_r=best_r,
+            matched_to_tokens=tokens,
+            target_gflops=target / 1e9,
+            gflops_per_image=(cost.flops_per_sample or 0) / 1e9,
+        )
+
+
+def _with_tome(predictor: QuadformerPredictor, r: int) -> Quadformer:
+    net = predictor.net
+    return Quadformer(ToMeViT(net.model, r), net.spec, net.num_tokens, None).eval()
 
 
 def tasks() -> list[Task]:
