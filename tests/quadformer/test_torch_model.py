@@ -95,3 +95,19 @@ def test_quadformer_pipeline_checks_inputs() -> None:
     assert vanilla.num_tokens == 16 and vanilla.tokenize(torch.rand(1, 3, 64, 64)).size.unique().tolist() == [
         16
     ]
+
+
+def test_mixed_patches_match_a_per_token_reference() -> None:
+    model = MixedResolutionViT(create_vit(VIT, 10, 64, depth=1, patch_size=8))
+    spec = QuadtreeSpec(64, 64, 4, 32)  # 4 px patches are repeated up to 8, 16 and 32 px averaged down
+    x = torch.rand(2, 3, 64, 64)
+    t = quadtree_tokens(torch.rand(2, 64, 64), spec, 37)
+    assert len(t.size.unique()) >= 3
+    got = model.patches(x, t)
+    for b in range(2):
+        for n, (top, left, size) in enumerate(
+            zip(t.top[b].tolist(), t.left[b].tolist(), t.size[b].tolist(), strict=True)
+        ):
+            region = x[b : b + 1, :, top : top + size, left : left + size]
+            want = torch.nn.functional.interpolate(region, size=(8, 8), mode="area")  # area average / repeat
+            assert torch.allclose(got[b, n], want.flatten(), atol=1e-6), (b, n, size)

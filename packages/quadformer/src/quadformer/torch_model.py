@@ -15,7 +15,6 @@ grid of N patches by the same area average.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -138,18 +137,17 @@ class MixedResolutionViT(nn.Module):
         """[B, N, C * p * p]: each token's pixels brought to p x p, laid out like the patch-embed conv's kernel."""
         spec, p = tokens.spec, self.patch
         b, c = images.shape[:2]
-        per_level = []
-        for level in range(spec.levels):  # one pooled image per patch size; then one gather for all tokens
+        per_level, offsets, start = [], [0] * spec.levels, 0
+        # one pooled image per patch size that has tokens (a vanilla grid or N = N0 has one), then one gather
+        for level in tokens.level.unique().tolist():
             s = spec.size(level)
             x = F.avg_pool2d(images, s // p) if s > p else images
             if s < p:
                 x = x.repeat_interleave(p // s, dim=2).repeat_interleave(p // s, dim=3)
             gh, gw = spec.grid(level)
             per_level.append(x.reshape(b, c, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5).reshape(b, gh * gw, -1))
-        offsets = torch.tensor(
-            [0] + [math.prod(spec.grid(lv)) for lv in range(spec.levels - 1)], device=images.device
-        )
-        flat = offsets.cumsum(0)[tokens.level] + tokens.index
+            offsets[level], start = start, start + gh * gw
+        flat = torch.tensor(offsets, device=images.device)[tokens.level] + tokens.index
         pool = torch.cat(per_level, dim=1)
         return pool.gather(1, flat.unsqueeze(-1).expand(-1, -1, pool.shape[-1]))
 
