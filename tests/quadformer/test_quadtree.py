@@ -161,3 +161,12 @@ def test_uniform_grid() -> None:
     assert (
         t.num_tokens == 6 and t.top[1].tolist() == [0, 0, 0, 16, 16, 16] and t.size.unique().tolist() == [16]
     )
+
+
+def test_public_api_names_resolve() -> None:
+    import quadformer
+
+    for name in quadformer.__all__:
+        assert getattr(quadformer, name) is not None
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        quadformer.nope  # noqa: B018
