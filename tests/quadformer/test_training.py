@@ -11,7 +11,7 @@ from effinfer_core.config import ConfigError
 from quadformer.lightning_model import QuadformerModule, build_network, vanilla_patch
 from quadformer.predictor import QuadformerPredictor
 from quadformer.quadtree import TokenBudgetError
-from quadformer.train import fit, load_profile
+from quadformer.train import fit, load_profile, validate
 
 from .conftest import TINY, tiny_config
 
@@ -67,6 +67,8 @@ def test_training_step_learns_on_one_batch(tiny_clutter: Any) -> None:
         loss.backward()
         opt.step()
     assert float(loss) < first / 3  # the whole path (oracle scorer, quadtree, mixed-resolution ViT) trains
+    with pytest.raises(ValueError, match="needs masks"):
+        module._inputs({k: v for k, v in batch.items() if k != "mask"}, augment=False)
 
 
 def test_vanilla_budget_and_profiles() -> None:
@@ -95,7 +97,7 @@ def test_vanilla_budget_and_profiles() -> None:
             max_patch=32,
         )
     for profile in ("quick", "cpu", "full"):
-        assert load_profile(profile)["quadtree"]["tokens"] > 0
+        validate(load_profile(profile))  # every shipped profile's budget fits its patch sizes and image size
     with pytest.raises(ConfigError, match="no profile 'fast'"):
         load_profile("fast")
     with pytest.raises(ConfigError, match="unknown config key 'quadtree.budget'"):

@@ -87,9 +87,9 @@ class QuadformerModule(L.LightningModule):
 
     def _inputs(self, batch: dict[str, Tensor], augment: bool) -> tuple[Tensor, Tensor | None]:
         images = batch["image"].float() / 255
-        maps = batch["mask"].float() if self.net.needs_maps else None
         if self.net.needs_maps and "mask" not in batch:
-            raise ValueError("the oracle scorer needs masks, and this data set has none")
+            raise ValueError("the oracle scorer needs masks, and this data set has none: use another scorer")
+        maps = batch["mask"].float() if self.net.needs_maps else None
         if augment:  # flip half the batch left-right (the same for both models, masks with their images)
             flip = torch.rand(images.shape[0], device=images.device) < 0.5
             images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
