@@ -116,3 +116,19 @@ def test_predictor_round_trip(data_dir: Path, tmp_path: Path, tiny_clutter: Any)
     assert again.classes[0] == "T-shirt/top" and again.image_size == (64, 64)
     bigger = torch.nn.functional.interpolate(batch["image"].float(), size=(96, 80)).to(torch.uint8)
     assert again.predict_proba(bigger).shape == (8, 10)  # any size in, resized to the model's
+
+
+def test_training_starts_from_a_local_timm_checkpoint(data_dir: Path, tmp_path: Path) -> None:
+    from quadformer.torch_model import create_vit
+
+    torch.manual_seed(1)
+    vit = create_vit("vit_tiny_patch16_224", 1000, 64, depth=2, embed_dim=32, num_heads=2, patch_size=8)
+    torch.save(vit.state_dict(), tmp_path / "vit.pth")  # an "ImageNet" checkpoint: 1000 classes
+    config = tiny_config(data_dir)
+    config["model"]["checkpoint"] = str(tmp_path / "vit.pth")
+    config["train"]["steps"] = 1
+    config["train"]["lr"] = 1e-12  # one step that barely moves the weights
+    fit(config, tmp_path / "run", log=None)
+    state = torch.load(tmp_path / "run" / "model.pt")["state_dict"]
+    assert torch.allclose(state["model.vit.blocks.1.mlp.fc1.weight"], vit.blocks[1].mlp.fc1.weight, atol=1e-6)
+    assert state["model.vit.head.weight"].shape == (10, 32)  # a new 10-class head
