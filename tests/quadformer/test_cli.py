@@ -129,3 +129,30 @@ def test_tokenize(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "nearest valid budget: 4 or 7" in capsys.readouterr().err
     assert main(["tokenize", str(folder / "broken.png"), "--out", str(tmp_path / "z.png")]) == 1
     assert "skipped 1 unreadable" in capsys.readouterr().err
+
+
+def test_train_on_an_image_folder(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "pets"
+    for split in ("train", "test"):
+        for k, cls in enumerate(("cat", "dog")):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(8):
+                Image.new("RGB", (80, 60), (40 + 100 * k, 20 * i, 90)).save(root / split / cls / f"{i}.jpg")
+    config = _config_file(tmp_path, data_dir)
+    args = [
+        "train",
+        "--profile",
+        str(config),
+        "--data",
+        f"folder:{root}",
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+    ]
+    assert main([*args, "--out", str(tmp_path / "run")]) == 0
+    assert json.loads(capsys.readouterr().out)["test_images"] == 16
+    assert main(["predict", str(tmp_path / "run" / "model.pt"), str(root / "test" / "cat")]) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith("cat,dog")
+    assert main([*args, "--scorer", "oracle", "--out", str(tmp_path / "oracle")]) == 2
+    assert "needs masks" in capsys.readouterr().err and not (tmp_path / "oracle").exists()

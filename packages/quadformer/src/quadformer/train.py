@@ -107,6 +107,10 @@ def validate(config: Mapping[str, Any]) -> None:
         raise ValueError(
             f"unknown scorer {q['scorer']!r}; known scorers: {', '.join(SCORERS)}, none (vanilla)"
         )
+    if q["scorer"] == "oracle" and config["data"]["source"] != "clutter":
+        raise ValueError(
+            f"the oracle scorer needs masks, and {config['data']['source']} has none: use another scorer"
+        )
     QuadtreeSpec(size, size, q["min_patch"], q["max_patch"]).check_budget(q["tokens"])
 
 
