@@ -156,3 +156,9 @@ def test_train_on_an_image_folder(data_dir: Path, tmp_path: Path, capsys: pytest
     assert capsys.readouterr().out.splitlines()[0].endswith("cat,dog")
     assert main([*args, "--scorer", "oracle", "--out", str(tmp_path / "oracle")]) == 2
     assert "needs masks" in capsys.readouterr().err and not (tmp_path / "oracle").exists()
+    for image in root.glob("*/*/*.jpg"):  # precomputed maps beside the images: now the oracle can train
+        target = root / "maps" / image.relative_to(root).with_suffix(".png")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (20, 15), 255).save(target)
+    assert main([*args, "--scorer", "oracle", "--out", str(tmp_path / "oracle")]) == 0
+    assert json.loads(capsys.readouterr().out)["scorer"] == "oracle"

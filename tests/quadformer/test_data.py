@@ -63,3 +63,22 @@ def test_image_folder(tmp_path: Path) -> None:
     dm = ImageDataModule(f"folder:{tmp_path}", image_size=32, batch_size=4)
     batch = next(iter(dm.test_dataloader()))
     assert batch["image"].shape == (4, 3, 32, 32) and dm.classes == ["cat", "dog"] and "mask" not in batch
+
+
+def test_image_folder_with_precomputed_maps(tmp_path: Path) -> None:
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            (tmp_path / "maps" / split / cls).mkdir(parents=True)
+            Image.new("RGB", (32, 32), (90, 90, 90)).save(tmp_path / split / cls / "x.jpg")
+            spot = Image.new("L", (16, 16), 0)
+            spot.paste(255, (0, 0, 8, 8))  # salient top-left quarter
+            spot.save(tmp_path / "maps" / split / cls / "x.png")
+    dm = ImageDataModule(f"folder:{tmp_path}", image_size=32, batch_size=2)
+    assert dm.has_masks
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["mask"].shape == (2, 32, 32)
+    assert batch["mask"][:, :14, :14].min() > 200 and batch["mask"][:, 18:, 18:].max() < 50
+    (tmp_path / "maps" / "test" / "b" / "x.png").unlink()
+    with pytest.raises(DataError, match="no importance map for .*x.jpg"):
+        dm.test_set[1]  # type: ignore[index]

@@ -154,6 +154,12 @@ def generate_clutter(
     return folder
 
 
+def has_maps(source: str) -> bool:
+    """Whether a data source brings per-image maps (the clutter set's masks, or a folder's ``maps/``)."""
+    kind, _, path = source.partition(":")
+    return kind == "clutter" or (kind == "folder" and (Path(path) / "maps").is_dir())
+
+
 class TensorImages(Dataset):
     """Images (uint8 [N, 3, H, W]) with labels and optional masks, as batch dicts."""
 
@@ -171,10 +177,12 @@ class TensorImages(Dataset):
 
 
 class _Folder(Dataset):
-    """A torchvision data set of (PIL image, label) as uint8 batch dicts at one size."""
+    """A torchvision data set of (PIL image, label) as uint8 batch dicts at one size; with ``maps`` (a folder that
+    mirrors the split's class folders), each image's precomputed importance map (a greyscale image of the same
+    name, any extension) comes along as ``mask``."""
 
-    def __init__(self, base: Any, size: int):
-        self.base, self.size = base, size
+    def __init__(self, base: Any, size: int, root: Path | None = None, maps: Path | None = None):
+        self.base, self.size, self.root, self.maps = base, size, root, maps
 
     def __len__(self) -> int:
         return len(self.base)
@@ -186,11 +194,30 @@ class _Folder(Dataset):
         image = pil_to_tensor(image.convert("RGB"))
         if tuple(image.shape[-2:]) != (self.size, self.size):
             image = resize(image, [self.size, self.size], antialias=True)
-        return {"image": image, "label": torch.tensor(label)}
+        item = {"image": image, "label": torch.tensor(label)}
+        if self.maps is not None and self.root is not None:
+            item["mask"] = self._map(Path(self.base.samples[i][0]))
+        return item
+
+    def _map(self, path: Path) -> Tensor:
+        from PIL import Image
+        from torchvision.transforms.functional import pil_to_tensor, resize
+
+        assert self.maps is not None and self.root is not None
+        relative = path.relative_to(self.root).with_suffix("")
+        found = sorted(self.maps.glob(f"{relative}.*"))
+        if not found:
+            raise DataError(
+                f"no importance map for {path} in {self.maps} (expected {relative}.png or similar)"
+            )
+        with Image.open(found[0]) as im:
+            saliency = pil_to_tensor(im.convert("L"))
+        return resize(saliency, [self.size, self.size], antialias=True)[0]
 
 
 class ImageDataModule(L.LightningDataModule):
-    """``clutter`` (generated), ``folder:PATH`` (PATH/train and PATH/test or PATH/val, one sub-folder per class),
+    """``clutter`` (generated), ``folder:PATH`` (PATH/train and PATH/test or PATH/val, one sub-folder per class;
+    optional PATH/maps/ mirroring them with a greyscale importance map per image, for the oracle scorer),
     ``cifar10:PATH`` / ``cifar100:PATH`` (torchvision's layout under PATH; nothing is downloaded)."""
 
     def __init__(
@@ -224,7 +251,7 @@ class ImageDataModule(L.LightningDataModule):
 
     @property
     def has_masks(self) -> bool:
-        return self.source == "clutter"
+        return has_maps(self.source)
 
     def prepare_data(self) -> None:
         if self.source == "clutter":
@@ -260,7 +287,11 @@ class ImageDataModule(L.LightningDataModule):
         train, test = ImageFolder(str(root / "train")), ImageFolder(str(test_dir))
         if train.classes != test.classes:
             raise DataError(f"{root}: train and {test_dir.name} have different class folders")
-        self.train_set, self.test_set = _Folder(train, self.image_size), _Folder(test, self.image_size)
+        maps = root / "maps" if (root / "maps").is_dir() else None  # precomputed maps, for the oracle scorer
+        self.train_set, self.test_set = (
+            _Folder(d, self.image_size, root / split, maps / split if maps else None)
+            for d, split in ((train, "train"), (test, test_dir.name))
+        )
         self.classes = list(train.classes)
 
     def _setup_cifar(self, kind: str, root: Path) -> None:

@@ -20,7 +20,7 @@ from effinfer_core.config import load_config, profile_path
 from effinfer_core.progress import Log, progress_trainer_kwargs, stderr_log
 from effinfer_core.trainer import TrainerFlags
 from effinfer_core.training import checkpointed_trainer_kwargs, resume_path
-from quadformer.data import ClutterSettings, ImageDataModule
+from quadformer.data import ClutterSettings, ImageDataModule, has_maps
 from quadformer.lightning_model import QuadformerModule
 from quadformer.predictor import QuadformerPredictor
 from quadformer.scorers import canonical_scorer
@@ -107,9 +107,10 @@ def validate(config: Mapping[str, Any]) -> None:
         raise ValueError(
             f"unknown scorer {q['scorer']!r}; known scorers: {', '.join(SCORERS)}, none (vanilla)"
         )
-    if q["scorer"] == "oracle" and config["data"]["source"] != "clutter":
+    if q["scorer"] == "oracle" and not has_maps(config["data"]["source"]):
         raise ValueError(
-            f"the oracle scorer needs masks, and {config['data']['source']} has none: use another scorer"
+            f"the oracle scorer needs masks, and {config['data']['source']} has none (a folder can bring them in "
+            "PATH/maps/, mirroring its train/ and test/ folders): use another scorer"
         )
     QuadtreeSpec(size, size, q["min_patch"], q["max_patch"]).check_budget(q["tokens"])
 
