@@ -8,6 +8,7 @@ Adding a source = one module with a `@register`ed `Source` subclass and its load
 """
 
 from .austen import load_austen
+from .backgrounds import background_photos
 from .fashion_mnist import load_fashion_mnist
 from .foolbox_samples import FoolboxSample, foolbox_samples
 from .packages import SourceMissingError
@@ -19,6 +20,7 @@ __all__ = [
     "FoolboxSample",
     "Source",
     "SourceMissingError",
+    "background_photos",
     "data_root",
     "fetch",
     "foolbox_samples",

@@ -12,6 +12,7 @@ import pytest
 from benchmarks.data import (
     SOURCES,
     SourceMissingError,
+    background_photos,
     data_root,
     fetch,
     foolbox_samples,
@@ -28,6 +29,7 @@ LOADERS = {
     "austen": load_austen,
     "smollm2": smollm2_dir,
     "foolbox-samples": foolbox_samples,
+    "mate-backgrounds": background_photos,
 }
 
 
