@@ -36,6 +36,13 @@ def test_a_folder_bound_to_one_data_set_refuses_another(tmp_path):
     assert json.loads((tmp_path / "manifest.json").read_text())["dataset"]["fingerprint"] == "abc"
 
 
+def test_a_refusal_names_the_settings_that_differ(tmp_path):
+    run = RunFolder(tmp_path)
+    run.bind("run", "r", "h1", details={"train": {"lr": 0.1, "seed": 0}, "data": {"size": 128}})
+    with pytest.raises(RunFolderMismatchError, match=r"which differs in data.size, train.lr;"):
+        run.bind("run", "r", "h2", details={"train": {"lr": 0.2, "seed": 0}, "data": {"size": 64}})
+
+
 def test_a_failed_write_leaves_no_artifact_and_no_entry(tmp_path):
     run = RunFolder(tmp_path)
     with pytest.raises(RuntimeError), run.atomic_dir("child") as tmp:

@@ -23,7 +23,9 @@ def test_bench_task_records_accuracy_and_cost(
         return tiny_config(data_dir, **overrides["quadtree"])
 
     monkeypatch.setattr(bench, "load_profile", tiny_profile)
-    monkeypatch.setitem(bench.SWEEPS, "quick", bench.Sweep((4, 16), ("none", "pixel-blur"), None))
+    monkeypatch.setattr(
+        bench, "sweep_for", lambda profile: bench.Sweep((4, 16), ("none", "pixel-blur"), None)
+    )
     parser = argparse.ArgumentParser()
     add_bench_arguments(parser)
     args = parser.parse_args(
@@ -57,6 +59,36 @@ def test_bench_task_records_accuracy_and_cost(
     mtime = (work / "model.pt").stat().st_mtime
     assert run_bench(args, bench.tasks()) == 0  # an unchanged rerun reuses the trained variants
     assert (work / "model.pt").stat().st_mtime == mtime
-    (work / "config.json").write_text("{}")  # a folder left by other settings (or an older default) is redone
+    manifest = json.loads((work / "manifest.json").read_text())
+    manifest["variant"]["fingerprint"] = (
+        "other"  # a folder left by other settings (or an older default) is redone
+    )
+    (work / "manifest.json").write_text(json.dumps(manifest))
     assert run_bench(args, bench.tasks()) == 0
     assert (work / "model.pt").stat().st_mtime != mtime
+
+
+def test_the_claim_needs_a_gain_at_every_budget() -> None:
+    def rec(variant: str, tokens: int, acc: float) -> dict[str, Any]:
+        return {
+            "variant": variant,
+            "quality": {"accuracy": acc},
+            "cost": {"samples_per_s": 100.0 / tokens},
+            "extra": {"tokens": tokens},
+        }
+
+    run = [
+        rec("vanilla ViT N=16", 16, 0.30),
+        rec("Quadformer pixel-blur N=16", 16, 0.40),
+        rec("Quadformer oracle N=16", 16, 0.90),  # the oracle needs masks: it does not count
+        rec("vanilla ViT N=64", 64, 0.50),
+        rec("Quadformer feature N=64", 64, 0.55),
+    ]
+    v = bench.judge_clutter(run)
+    assert v.verdict == "holds" and (v.method, v.baseline) == (
+        "Quadformer pixel-blur N=16",
+        "vanilla ViT N=16",
+    )
+    assert "N=16 +10.0 pt, N=64 +5.0 pt" in v.note
+    run[-1] = rec("Quadformer feature N=64", 64, 0.45)
+    assert bench.judge_clutter(run).verdict == "does not hold"

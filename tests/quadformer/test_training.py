@@ -29,7 +29,7 @@ def test_fit_saves_predictor_and_resumes(data_dir: Path, tmp_path: Path) -> None
     longer = {**config, "train": {**config["train"], "steps": 9}}
     assert fit(longer, tmp_path, log=None)["resumed_from_step"] == 6  # picked up the killed-or-finished run
     other = {**config, "quadtree": {**config["quadtree"], "scorer": "random"}}
-    with pytest.raises(ValueError, match=r"different run \(differs in network.scorer\)"):
+    with pytest.raises(ValueError, match=r"belongs to run .*, which differs in network.scorer;"):
         fit(other, tmp_path, log=None)  # never resumes another model's checkpoint
 
 

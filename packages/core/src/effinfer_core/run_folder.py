@@ -81,18 +81,23 @@ class RunFolder:
             change(manifest)
             write_atomic(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=True))
 
-    def bind(self, role: str, path: str | Path, fingerprint: str) -> None:
-        """Record what the folder's artifacts belong to (``role``: "parent", "dataset") on first use; refuse a
-        different one afterwards."""
+    def bind(
+        self, role: str, path: str | Path, fingerprint: str, details: Mapping[str, Any] | None = None
+    ) -> None:
+        """Record what the folder's artifacts belong to (``role``: "parent", "dataset", "run") on first use; refuse
+        a different one afterwards. ``details`` (JSON-able settings behind the fingerprint) let the refusal name
+        the settings that differ."""
         known = self.manifest().get(role)
         if known is None:
-            self._update_manifest(
-                lambda m: m.__setitem__(role, {"path": str(path), "fingerprint": fingerprint})
-            )
+            entry: dict[str, Any] = {"path": str(path), "fingerprint": fingerprint}
+            if details is not None:
+                entry["details"] = json.loads(json.dumps(details, default=str))
+            self._update_manifest(lambda m: m.__setitem__(role, entry))
         elif known["fingerprint"] != fingerprint:
+            differ = _differences(known.get("details"), details)
             raise RunFolderMismatchError(
                 f"run folder {self.root} belongs to {role} {known['path']} (fingerprint {known['fingerprint']}), "
-                f"not to {path} (fingerprint {fingerprint}); use another folder for a different {role}"
+                f"not to {path} (fingerprint {fingerprint}){differ}; use another folder for a different {role}"
             )
 
     def stage_entry(self, step: str) -> dict[str, Any] | None:
@@ -163,3 +168,18 @@ class RunFolder:
     def atomic_dir(self, rel: str | Path) -> AbstractContextManager[Path]:
         """Yield a temporary folder beside ``rel``; on success it replaces ``rel`` whole (never half-written)."""
         return atomic_dir(self.root / rel)
+
+
+def _differences(old: Any, new: Any, where: str = "") -> str:
+    """ ", which differs in a.b, c" for two nested mappings of settings ("" when either is missing)."""
+    if not isinstance(old, Mapping) or not isinstance(new, Mapping):
+        return ""
+    new = json.loads(json.dumps(new, default=str))
+
+    def walk(a: Any, b: Any, prefix: str) -> list[str]:
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            return [d for k in sorted(set(a) | set(b)) for d in walk(a.get(k), b.get(k), f"{prefix}{k}.")]
+        return [] if a == b else [prefix.rstrip(".")]
+
+    keys = walk(old, new, where)
+    return f", which differs in {', '.join(keys)}" if keys else ""

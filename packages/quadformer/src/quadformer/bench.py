@@ -11,7 +11,6 @@ on the largest budget's trained vanilla ViT with its merge rate chosen to match 
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from functools import partial
@@ -20,9 +19,10 @@ from typing import Any
 
 import torch
 
+from benchmarks.claims import Claim, Verdict, pair, record
 from benchmarks.registry import Task, TaskContext
 from benchmarks.yardstick import Cost, count_flops, measure
-from effinfer_core.atomic import write_atomic
+from effinfer_core.run_folder import RunFolder, RunFolderMismatchError, inputs_hash
 from effinfer_core.trainer import TrainerFlags
 from quadformer.predictor import QuadformerPredictor
 from quadformer.scorers import canonical_scorer
@@ -33,21 +33,17 @@ from quadformer.train import datamodule, fit, load_profile
 
 @dataclass(frozen=True)
 class Sweep:
+    """A profile's ``bench`` section (configs/<profile>.yaml)."""
+
     tokens: tuple[int, ...]
     scorers: tuple[str, ...]  # "none" = the vanilla ViT on a grid of the same number of tokens
     steps: int | None  # None: the profile's
     tome: bool = True  # ToMe on the largest vanilla ViT, matched to the FLOPs of each smaller budget
 
 
-SWEEPS = {
-    "quick": Sweep(tokens=(16, 64), scorers=("none", "pixel-blur", "feature", "random", "oracle"), steps=100),
-    "cpu": Sweep(
-        tokens=(16, 64, 256), scorers=("none", "pixel-blur", "feature", "random", "oracle"), steps=None
-    ),
-    "full": Sweep(
-        tokens=(16, 64, 256), scorers=("none", "pixel-blur", "feature", "random", "oracle"), steps=None
-    ),
-}
+def sweep_for(profile: str) -> Sweep:
+    b = load_profile(profile, {})["bench"]
+    return Sweep(tuple(b["tokens"]), tuple(b["scorers"]), b["steps"], b["tome"])
 
 
 def _variant_config(ctx: TaskContext, scorer: str, tokens: int, sweep: Sweep) -> dict[str, Any]:
@@ -61,22 +57,24 @@ def _variant_config(ctx: TaskContext, scorer: str, tokens: int, sweep: Sweep) ->
 
 def _trained(ctx: TaskContext, config: dict[str, Any], out: Path) -> dict[str, Any]:
     """The variant's metrics, training it first unless ``out`` holds a finished run of this exact config (the
-    resolved one: a changed default counts as a change, and a stale folder is started over)."""
-    done = out / "metrics.json"
-    key = out / "config.json"
+    resolved one: a changed default counts as a change, and a folder of other settings is started over)."""
     resolved = {
         **config,
         "quadtree": {**config["quadtree"], "scorer": canonical_scorer(config["quadtree"]["scorer"])},
     }
-    if key.is_file() and json.loads(key.read_text()) == resolved:
-        if done.is_file():
-            return json.loads(done.read_text())
-    elif out.exists():
+    key = inputs_hash(resolved)
+    try:
+        RunFolder(out).bind("variant", out.name, key, details=resolved)
+    except RunFolderMismatchError:  # the harness owns its work folders: another config's run starts over
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(key, json.dumps(resolved, indent=2, sort_keys=True) + "\n")
+        RunFolder(out).bind("variant", out.name, key, details=resolved)
+    run = RunFolder(out)
+    if run.is_done("fit", key):
+        return run.read_json("metrics.json")
     accelerator = "gpu" if ctx.device.type == "cuda" else "cpu"
-    return fit(config, out, TrainerFlags(accelerator=accelerator, devices=1), log=ctx.log)
+    metrics = fit(config, out, TrainerFlags(accelerator=accelerator, devices=1), log=ctx.log)
+    run.mark_done("fit", key, artifacts=[out / "model.pt", out / "metrics.json"])
+    return metrics
 
 
 def _cost(
@@ -98,7 +96,7 @@ def _cost(
 
 
 def run_clutter(ctx: TaskContext) -> None:
-    sweep = SWEEPS[ctx.profile]
+    sweep = sweep_for(ctx.profile)
     vanilla: dict[int, tuple[Path, float]] = {}  # budget -> (model.pt, FLOPs per image)
     for tokens in sweep.tokens:
         for scorer in sweep.scorers:
@@ -176,6 +174,39 @@ def _with_tome(predictor: QuadformerPredictor, r: int) -> Quadformer:
     return Quadformer(ToMeViT(net.model, r), net.spec, net.num_tokens, None).eval()
 
 
+LABEL_FREE = ("pixel-blur", "feature")  # scorers that need no labels and no masks
+
+
+def judge_clutter(records: list[dict[str, Any]]) -> Verdict:
+    """The paper's claim on this run: at every token budget, Quadformer with a label-free scorer is more accurate
+    than the vanilla ViT fed the same number of tokens. The row shows the smallest budget."""
+    budgets = sorted({int(r["extra"]["tokens"]) for r in records if "tokens" in r.get("extra", {})})
+    gaps, rows = [], []
+    for n in budgets:
+        vanilla = record(records, f"vanilla ViT N={n}")
+        quads = [q for s in LABEL_FREE if (q := record(records, f"Quadformer {s} N={n}")) is not None]
+        if vanilla is None or not quads:
+            continue
+        best = max(quads, key=lambda q: q["quality"]["accuracy"])
+        gaps.append((n, best["quality"]["accuracy"] - vanilla["quality"]["accuracy"]))
+        rows.append((best, vanilla))
+    if not rows:
+        return Verdict(
+            "not run at this profile", "-", "-", (None, None), (None, None), note="no vanilla/scorer pair"
+        )
+    note = "accuracy gain per budget: " + ", ".join(f"N={n} {100 * g:+.1f} pt" for n, g in gaps)
+    verdict = "holds" if all(g > 0 for _, g in gaps) else "does not hold"
+    return Verdict(verdict, **pair(*rows[0], "accuracy", "samples_per_s"), note=note)
+
+
+CLUTTER_CLAIM = Claim(
+    "at the same number of tokens (the same ViT cost), mixed-resolution tokens from a label-free saliency quadtree "
+    "are more accurate than a uniform grid of the resized image",
+    "the same ViT on a uniform grid with the same number of tokens",
+    judge_clutter,
+)
+
+
 def tasks() -> list[Task]:
     return [
         Task(
@@ -186,5 +217,6 @@ def tasks() -> list[Task]:
             run=run_clutter,
             quality_key="accuracy",
             quality_label="top-1 accuracy (test backgrounds unseen)",
+            claim=CLUTTER_CLAIM,
         )
     ]

@@ -18,6 +18,7 @@ import torch
 from effinfer_core.atomic import write_atomic
 from effinfer_core.config import load_config, profile_path
 from effinfer_core.progress import Log, progress_trainer_kwargs, stderr_log
+from effinfer_core.run_folder import RunFolder, inputs_hash
 from effinfer_core.trainer import TrainerFlags
 from effinfer_core.training import checkpointed_trainer_kwargs, resume_path
 from quadformer.data import ClutterSettings, ImageDataModule, has_maps
@@ -64,6 +65,13 @@ DEFAULTS: dict[str, Any] = {
         "label_smoothing": 0.1,
         "checkpoint_every": 200,
         "seed": 0,
+    },
+    # the harness task's sweep (quadformer.clutter): token budgets x scorers, each trained with this recipe
+    "bench": {
+        "tokens": [16, 64, 256],
+        "scorers": ["none", "pixel-blur", "feature", "random", "oracle"],  # none: the vanilla ViT
+        "steps": None,  # None: train.steps
+        "tome": True,  # ToMe on the largest vanilla ViT, matched to the FLOPs of each smaller budget
     },
 }
 
@@ -141,24 +149,6 @@ def run_key(config: Mapping[str, Any], network: Mapping[str, Any]) -> dict[str, 
     return json.loads(json.dumps({"data": config["data"], "network": network, "train": train}))
 
 
-def _claim(out: Path, key: dict[str, Any]) -> None:
-    """Bind ``out`` to one run: refuse to resume a checkpoint that another config left there."""
-    path = out / "run.json"
-    if path.is_file() and json.loads(path.read_text()) != key and resume_path(out / "ckpt"):
-        old = json.loads(path.read_text())
-        diff = sorted(
-            f"{section}.{k}"
-            for section in key
-            for k in set(key[section]) | set(old.get(section, {}))
-            if key[section].get(k) != old.get(section, {}).get(k)
-        )
-        raise ValueError(
-            f"{out} holds a checkpoint of a different run (differs in {', '.join(diff) or 'layout'}): use another "
-            "--out, or delete that folder to start over"
-        )
-    write_atomic(path, json.dumps(key, indent=2, sort_keys=True) + "\n")
-
-
 def fit(
     config: Mapping[str, Any],
     out_dir: str | Path,
@@ -175,7 +165,9 @@ def fit(
     dm.prepare_data()
     dm.setup()
     network = network_settings(config, dm.num_classes)
-    _claim(out, run_key(config, network))
+    key = run_key(config, network)
+    # a folder holds one run: its checkpoint is never resumed under other settings
+    RunFolder(out).bind("run", out, inputs_hash(key), details=key)
     module = QuadformerModule(network, t["lr"], t["weight_decay"], t["warmup_steps"], t["label_smoothing"])
     ckpt = checkpointed_trainer_kwargs(out / "ckpt", t["checkpoint_every"])
     progress = progress_trainer_kwargs(log, f"train {network['scorer']} N={network['tokens']}")
