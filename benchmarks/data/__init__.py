@@ -11,6 +11,7 @@ from .austen import load_austen
 from .fashion_mnist import load_fashion_mnist
 from .foolbox_samples import FoolboxSample, foolbox_samples
 from .packages import SourceMissingError
+from .scene_text import background_files, font_files
 from .smollm2 import smollm2_dir, smollm2_gguf
 from .source import SOURCES, Source, data_root, fetch, get_source, register
 
@@ -19,8 +20,10 @@ __all__ = [
     "FoolboxSample",
     "Source",
     "SourceMissingError",
+    "background_files",
     "data_root",
     "fetch",
+    "font_files",
     "foolbox_samples",
     "get_source",
     "load_austen",

@@ -1,0 +1,78 @@
+"""Fonts and real photographs for TextScale's synthetic scene text (words rendered onto photos, with boxes).
+
+* ``fonts``: the 35 URW base fonts (Debian ``fonts-urw-base35``, OpenType), less the two symbol fonts (Standard
+  Symbols PS, D050000L dingbats) that draw no letters: 33 fonts in 9 families.
+* ``scene-backgrounds``: the 12 nature photographs of Debian ``mate-backgrounds`` (2560 px and up); the package's
+  abstract and desktop wallpapers are drawn art, not photos, and are left out.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from .packages import DebianPackage, SourceMissingError
+from .source import Source, register
+
+SYMBOL_FONTS = ("StandardSymbolsPS", "D050000L")  # glyphs are symbols, not letters
+
+
+def _copy_all(files: list[Path], out: Path) -> None:
+    for path in files:
+        shutil.copyfile(path, out / path.name)
+
+
+@register
+class Fonts(Source):
+    name = "fonts"
+    description = (
+        "33 URW base fonts (9 families: Nimbus Sans/Roman/Mono, URW Bookman/Gothic, C059, P052, ...)"
+    )
+    package = DebianPackage("fonts-urw-base35")
+    licence = "AGPL-3.0 with a font exception"
+    size = "6 MB"
+    canonical_urls = (
+        "https://github.com/ArtifexSoftware/urw-base35-fonts/archive/refs/tags/20200910.tar.gz",
+    )
+
+    def install(self, tree: Path, out: Path) -> None:
+        fonts = sorted(p for p in tree.rglob("*.otf") if p.is_file() and not p.name.startswith(SYMBOL_FONTS))
+        if len({p.name for p in fonts}) < 10:
+            raise SourceMissingError(
+                f"found {len(fonts)} OpenType fonts, expected the 33 letter fonts of the {self.origin} "
+                f"(from `{self.package.command}`) or a folder of .otf files"
+            )
+        _copy_all(list({p.name: p for p in fonts}.values()), out)
+
+
+@register
+class SceneBackgrounds(Source):
+    name = "scene-backgrounds"
+    description = "12 nature photographs (2560 px and up) to render scene text onto"
+    package = DebianPackage("mate-backgrounds")
+    licence = "GPL-2+ / CC BY-SA (Debian copyright file of mate-backgrounds)"
+    size = "45 MB"
+    canonical_urls = ("https://pub.mate-desktop.org/releases/1.26/mate-backgrounds-1.26.0.tar.xz",)
+
+    def install(self, tree: Path, out: Path) -> None:
+        photos = sorted(p for p in tree.rglob("*.jpg") if p.is_file() and p.parent.name == "nature")
+        if not photos:  # a user's own folder of photos
+            photos = sorted(p for p in tree.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        if len(photos) < 4:
+            raise SourceMissingError(
+                f"found {len(photos)} photos, expected the nature photographs of the {self.origin} "
+                f"(from `{self.package.command}`) or a folder of at least 4 .jpg/.png photos"
+            )
+        _copy_all(photos, out)
+
+
+def font_files(data_dir: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The fetched fonts, sorted by name."""
+    return sorted(Fonts().require(data_dir).glob("*.otf"))
+
+
+def background_files(data_dir: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The fetched background photographs, sorted by name."""
+    folder = SceneBackgrounds().require(data_dir)
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
