@@ -176,7 +176,8 @@ def render_image(
                 break
         else:
             continue
-        alpha = cv2.warpPerspective(mask, placed, (iw, ih), flags=cv2.INTER_LINEAR).astype(np.float32) / 255
+        warped = cv2.warpPerspective(mask, placed, (iw, ih), flags=cv2.INTER_LINEAR)
+        alpha: np.ndarray = warped.astype(np.float32) / 255
         if height > 12 and rng.random() < 0.3:  # soften: print and camera blur
             alpha = cv2.GaussianBlur(alpha, (3, 3), 0)
         under = image[region.astype(bool)].mean(0)
