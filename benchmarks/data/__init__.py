@@ -11,7 +11,7 @@ from .austen import load_austen
 from .fashion_mnist import load_fashion_mnist
 from .foolbox_samples import FoolboxSample, foolbox_samples
 from .packages import SourceMissingError
-from .scene_text import background_files, font_files
+from .scene_text import background_files, font_files, ppocr_det_model
 from .smollm2 import smollm2_dir, smollm2_gguf
 from .source import SOURCES, Source, data_root, fetch, get_source, register
 
@@ -28,6 +28,7 @@ __all__ = [
     "get_source",
     "load_austen",
     "load_fashion_mnist",
+    "ppocr_det_model",
     "register",
     "smollm2_dir",
     "smollm2_gguf",

@@ -4,6 +4,8 @@
   Symbols PS, D050000L dingbats) that draw no letters: 33 fonts in 9 families.
 * ``scene-backgrounds``: the 12 nature photographs of Debian ``mate-backgrounds`` (2560 px and up); the package's
   abstract and desktop wallpapers are drawn art, not photos, and are left out.
+* ``ppocr-det``: PP-OCRv4's text detector as ONNX, from the PyPI wheel ``rapidocr-onnxruntime`` (only the graph is
+  taken; the package is not installed: it would pull in the non-headless OpenCV).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .packages import DebianPackage, SourceMissingError
+from .packages import DebianPackage, PyPIWheel, SourceMissingError
 from .source import Source, register
 
 SYMBOL_FONTS = ("StandardSymbolsPS", "D050000L")  # glyphs are symbols, not letters
@@ -76,3 +78,25 @@ def background_files(data_dir: str | os.PathLike[str] | None = None) -> list[Pat
     """The fetched background photographs, sorted by name."""
     folder = SceneBackgrounds().require(data_dir)
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+
+
+PPOCR_DET = "ch_PP-OCRv4_det_infer.onnx"
+
+
+@register
+class PPOCRDetector(Source):
+    name = "ppocr-det"
+    description = "PP-OCRv4 text detector (DB, ONNX), the reference point for TextScale"
+    package = PyPIWheel("rapidocr-onnxruntime", "1.4.4")
+    licence = "Apache-2.0"
+    size = "5 MB"
+    canonical_urls = ("https://paddleocr.bj.bcebos.com/PP-OCRv4/chinese/ch_PP-OCRv4_det_infer.tar",)
+    members = (PPOCR_DET,)
+
+    def install(self, tree: Path, out: Path) -> None:
+        shutil.copyfile(self.member(tree, f"rapidocr_onnxruntime/models/{PPOCR_DET}"), out / PPOCR_DET)
+
+
+def ppocr_det_model(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The fetched PP-OCRv4 detection graph."""
+    return PPOCRDetector().require(data_dir) / PPOCR_DET

@@ -23,6 +23,7 @@ class PostConfig:
     unclip_ratio: float = 1.5
     min_size: float = 3.0
     max_candidates: int = 1000
+    dilate: bool = False  # PaddleOCR's use_dilation: grow the bitmap by a 2x2 kernel before the contours
 
 
 DEFAULT_POST = PostConfig()
@@ -75,7 +76,9 @@ def boxes_from_maps(
     prob: np.ndarray, scale: np.ndarray | None = None, cfg: PostConfig = DEFAULT_POST
 ) -> Boxes:
     """Quads from a probability map (H, W) in [0, 1]; coordinates in the map's pixels."""
-    bitmap = (prob > cfg.thresh).astype(np.uint8)
+    bitmap: np.ndarray = (prob > cfg.thresh).astype(np.uint8)
+    if cfg.dilate:
+        bitmap = cv2.dilate(bitmap, np.ones((2, 2), np.uint8))
     contours, _ = cv2.findContours(bitmap, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
     quads, scores, scales = [], [], []
     for contour in contours[: cfg.max_candidates]:

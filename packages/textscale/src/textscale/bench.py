@@ -1,0 +1,7 @@
+"""Benchmark tasks (filled in below)."""
+
+from __future__ import annotations
+
+
+def tasks() -> list:
+    return []

@@ -1,0 +1,117 @@
+"""The command line: every subcommand's --help, detect's handling of bad input, evaluate, export, data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from textscale.cli import EXIT_NOTHING, EXIT_USAGE, main
+from textscale.icdar import read_boxes
+
+
+@pytest.mark.parametrize("command", ["data", "train", "detect", "evaluate", "export", "bench"])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: textscale " + command in capsys.readouterr().out
+
+
+def _images(folder):
+    folder.mkdir()
+    rgb = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(folder / "photo.jpg")
+    Image.fromarray(rgb[..., 0]).save(folder / "gray.png")
+    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 200, np.uint8)])).save(folder / "rgba.png")
+    Image.fromarray(np.zeros((90, 90, 3), np.uint8)).save(folder / "blank.png")  # no text: an empty result
+    data = (folder / "photo.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    (folder / "notes.png").write_text("not an image")
+    return folder
+
+
+def test_detect_skips_unreadable_converts_gray_and_rgba(tiny_model, tmp_path, capsys):
+    folder = _images(tmp_path / "in")
+    out = tmp_path / "out"
+    code = main(["detect", str(folder), "--checkpoint", str(tiny_model), "--out", str(out), "--debug"])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "4 images" in err and "2 skipped" in err and "truncated.jpg" in err and "notes.png" in err
+    for stem in ("photo", "gray", "rgba", "blank"):
+        boxes = read_boxes(out / f"res_{stem}.txt")
+        assert all(b.points.shape == (4, 2) for b in boxes)
+        assert Image.open(out / f"{stem}.png").size[0] in (160, 90)
+        assert (out / f"{stem}_coarse.png").is_file()
+    assert not (out / "res_truncated.txt").exists()
+    assert not list(out.glob(".*tmp"))  # nothing half-written left behind
+
+
+def test_detect_with_nothing_readable_fails(tiny_model, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (
+        main(["detect", str(empty), "--checkpoint", str(tiny_model), "--out", str(tmp_path / "o")])
+        == EXIT_NOTHING
+    )
+    assert "no image files" in capsys.readouterr().err
+    (empty / "bad.jpg").write_bytes(b"junk")
+    assert (
+        main(["detect", str(empty), "--checkpoint", str(tiny_model), "--out", str(tmp_path / "o")])
+        == EXIT_NOTHING
+    )
+    assert "0 images" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "res_bad.txt").exists()
+
+
+def test_detect_missing_checkpoint_or_input_is_a_usage_error(tmp_path, capsys):
+    folder = _images(tmp_path / "in")
+    out = tmp_path / "out"
+    assert (
+        main(["detect", str(folder), "--checkpoint", str(tmp_path / "none.pt"), "--out", str(out)])
+        == EXIT_USAGE
+    )
+    assert "does not exist" in capsys.readouterr().err and not out.exists()
+    assert (
+        main(["detect", str(tmp_path / "nope.jpg"), "--checkpoint", "x.pt", "--out", str(out)]) == EXIT_USAGE
+    )
+    assert "nope.jpg does not exist" in capsys.readouterr().err
+
+
+def test_export_then_detect_with_onnx(tiny_model, tmp_path):
+    onnx_file = tmp_path / "m.onnx"
+    assert main(["export", "--checkpoint", str(tiny_model), "--out", str(onnx_file)]) == 0
+    folder = _images(tmp_path / "in")
+    out = tmp_path / "out"
+    args = ["detect", str(folder / "photo.jpg"), "--checkpoint", str(tiny_model), "--out", str(out)]
+    assert main([*args, "--onnx", str(onnx_file), "--long-side", "320"]) == 0
+    assert (out / "res_photo.txt").is_file()
+
+
+def test_evaluate_writes_metrics_for_each_variant(tiny_model, tiny_split, tmp_path, capsys):
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--checkpoint", str(tiny_model), "--test-dir", str(tiny_split), "--out", str(out)]
+    assert (
+        main([*argv, "--variants", "adaptive", "oracle", "fixed-256", "--long-sides", "256", "--limit", "2"])
+        == 0
+    )
+    table = capsys.readouterr().out
+    assert "adaptive" in table and "fixed-256" in table
+    reports = json.loads((out / "metrics.json").read_text())
+    assert [r["variant"] for r in reports] == ["adaptive", "oracle", "fixed-256"]
+    assert all(0 <= r["hmean"] <= 1 and r["images"] == 2 for r in reports)
+    assert (out / "oracle" / "res_img_1.txt").is_file()
+    assert main([*argv, "--variants", "fixed-999"]) == EXIT_USAGE
+
+
+def test_evaluate_on_an_empty_folder_says_what_to_do(tiny_model, tmp_path, capsys):
+    argv = ["evaluate", "--checkpoint", str(tiny_model), "--test-dir", str(tmp_path)]
+    assert main(argv) == EXIT_USAGE
+    assert "textscale data" in capsys.readouterr().err
+
+
+def test_unknown_profile_is_refused(tmp_path, capsys):
+    assert main(["data", "--profile", "nope", "--data-dir", str(tmp_path)]) == EXIT_USAGE
+    assert "no profile 'nope'" in capsys.readouterr().err
