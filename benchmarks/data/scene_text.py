@@ -53,7 +53,7 @@ class SceneBackgrounds(Source):
     name = "scene-backgrounds"
     description = "12 nature photographs (2560 px and up) to render scene text onto"
     package = DebianPackage("mate-backgrounds")
-    licence = "GPL-2+ / CC BY-SA (Debian copyright file of mate-backgrounds)"
+    licence = "GPL-2+ (the nature photos, per the package copyright file)"
     size = "45 MB"
     canonical_urls = ("https://pub.mate-desktop.org/releases/1.26/mate-backgrounds-1.26.0.tar.xz",)
 
