@@ -162,3 +162,14 @@ def test_image_without_text_gives_empty_result():
     image = np.zeros((600, 800, 3), np.uint8)
     result = detect_adaptive(rule_net, image)
     assert len(result.boxes) == 0 and result.slots == []
+
+
+def test_canvas_budget_shrinks_all_regions_together():
+    from textscale.pipeline import limit_canvas
+
+    slots = [Slot((0, 0, 1000, 1000), (2000, 2000)), Slot((0, 0, 100, 50), (200, 100))]
+    limit_canvas(slots, 1_000_000)
+    assert sum(s.size[0] * s.size[1] for s in slots) <= 1_000_000
+    assert slots[0].size[0] == pytest.approx(2 * slots[1].size[0] * 5, rel=0.02)  # same factor for both
+    back = slots[1].to_image(slots[1].to_canvas(np.array([[10.0, 20.0]])))
+    np.testing.assert_allclose(back, [[10.0, 20.0]])

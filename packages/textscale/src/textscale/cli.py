@@ -58,7 +58,13 @@ def _train(args: argparse.Namespace) -> int:
         args.train_dir
         or ensure_dataset(cfg, args.data_dir, log=lambda m: print(m, file=sys.stderr)) / "train"
     )
-    stats = train(cfg, train_dir, args.out, TrainerFlags.from_args(args), args.ckpt_dir, args.resume)
+    from effinfer_core.progress import library_output_to
+
+    log_file = args.out.with_name(args.out.name + ".log")
+    with library_output_to(
+        log_file
+    ):  # Lightning's banners and warnings go to the file, progress to the screen
+        stats = train(cfg, train_dir, args.out, TrainerFlags.from_args(args), args.ckpt_dir, args.resume)
     print(
         f"saved {args.out}: {stats['steps']} steps in {stats['seconds']:.0f} s ({stats['crops_per_s']:.1f} crops/s)"
     )

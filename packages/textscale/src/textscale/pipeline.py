@@ -46,6 +46,9 @@ class AdaptiveConfig:
     nms_iou: float = 0.3
     max_canvas_side: int = 4096
     coarse_min_size: float = 0.0  # the coarse pass proposes regions: keep boxes too thin for a final answer
+    max_canvas_pixels: int = (
+        4_000_000  # regions are shrunk together to fit (a confused coarse map can ask a lot)
+    )
 
 
 @dataclass
@@ -166,6 +169,17 @@ def regions_from_boxes(
     return slots
 
 
+def limit_canvas(slots: list[Slot], max_pixels: int) -> list[Slot]:
+    """Shrink every slot by one factor when together they would cover more than ``max_pixels``."""
+    area = sum(s.size[0] * s.size[1] for s in slots)
+    if area <= max_pixels:
+        return slots
+    shrink = float(np.sqrt(max_pixels / area))
+    for s in slots:
+        s.size = (max(1, int(s.size[0] * shrink)), max(1, int(s.size[1] * shrink)))
+    return slots
+
+
 def pack(slots: list[Slot], gap: int, max_side: int = 4096) -> tuple[int, int]:
     """Place every slot on one canvas (MaxRects, best short-side fit); sets ``slot.place``; returns (W, H)."""
     if not slots:
@@ -259,7 +273,9 @@ def detect_adaptive(
     rest = boxes.select(np.nonzero(~keep)[0])
     full_heights = canonical_heights[~keep] / f
     factors = np.minimum(cfg.canonical_height / np.maximum(full_heights, 1e-3), cfg.max_zoom)
-    slots = regions_from_boxes(rest, full_heights, factors, image.shape, cfg)
+    slots = limit_canvas(
+        regions_from_boxes(rest, full_heights, factors, image.shape, cfg), cfg.max_canvas_pixels
+    )
     t["regions"] = time.perf_counter() - start
     fine, canvas, canvas_pixels = fine_pass(net, image, slots, cfg, post, t)
     start = time.perf_counter()
