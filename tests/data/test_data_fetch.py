@@ -12,11 +12,14 @@ import pytest
 from benchmarks.data import (
     SOURCES,
     SourceMissingError,
+    background_files,
     data_root,
     fetch,
+    font_files,
     foolbox_samples,
     load_austen,
     load_fashion_mnist,
+    ppocr_det_model,
     smollm2_dir,
 )
 from benchmarks.data import packages as packages_module
@@ -28,6 +31,9 @@ LOADERS = {
     "austen": load_austen,
     "smollm2": smollm2_dir,
     "foolbox-samples": foolbox_samples,
+    "fonts": font_files,
+    "scene-backgrounds": background_files,
+    "ppocr-det": ppocr_det_model,
 }
 
 
