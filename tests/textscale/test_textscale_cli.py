@@ -115,3 +115,19 @@ def test_evaluate_on_an_empty_folder_says_what_to_do(tiny_model, tmp_path, capsy
 def test_unknown_profile_is_refused(tmp_path, capsys):
     assert main(["data", "--profile", "nope", "--data-dir", str(tmp_path)]) == EXIT_USAGE
     assert "no profile 'nope'" in capsys.readouterr().err
+
+
+def test_detect_huge_image_is_shrunk_with_a_message(tiny_model, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    image = np.zeros((300, 2400, 3), np.uint8)
+    image[100:200, 100:2300] = 255
+    Image.fromarray(image).save(folder / "wide.png")
+    out = tmp_path / "out"
+    argv = ["detect", str(folder), "--checkpoint", str(tiny_model), "--out", str(out), "--max-side", "600"]
+    assert main([*argv, "--long-side", "600"]) == 0
+    err = capsys.readouterr().err
+    assert "larger than --max-side 600" in err and "0.250" in err
+    assert Image.open(out / "wide.png").size == (600, 75)
+    boxes = read_boxes(out / "res_wide.txt")
+    assert all(b.points[:, 0].max() <= 2400 + 50 for b in boxes)

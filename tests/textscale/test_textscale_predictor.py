@@ -107,3 +107,16 @@ def test_visualisations_are_pngs(tmp_path):
     save_png(drawn, tmp_path / "d.png")
     save_png(np.linspace(0, 1, 100, dtype=np.float32).reshape(10, 10), tmp_path / "m.png")
     assert Image.open(tmp_path / "m.png").mode == "L" and Image.open(tmp_path / "d.png").size == (80, 50)
+
+
+def test_read_image_limited_shrinks_huge_files_and_reports_the_factor(tmp_path):
+    from textscale.predictor import read_image_limited
+
+    big = np.zeros((1000, 4000, 3), np.uint8)
+    big[:, 2000:] = 200
+    Image.fromarray(big).save(tmp_path / "big.jpg", quality=95)
+    small, factor = read_image_limited(tmp_path / "big.jpg", 1000)
+    assert small.shape == (250, 1000, 3) and factor == 0.25
+    assert small[:, 900].mean() > 150 and small[:, 100].mean() < 20  # the content, not a crop
+    same, one = read_image_limited(tmp_path / "big.jpg", 8192)
+    assert same.shape == (1000, 4000, 3) and one == 1.0

@@ -109,7 +109,7 @@ def _detector(args: argparse.Namespace):
 
 def _detect(args: argparse.Namespace) -> int:
     from textscale.icdar import write_boxes
-    from textscale.predictor import draw_detections, read_image, save_png
+    from textscale.predictor import draw_detections, read_image_limited, save_png
 
     images = collect_images(args.images)
     if not images:
@@ -123,13 +123,19 @@ def _detect(args: argparse.Namespace) -> int:
     done = boxes = 0
     for path in images:
         try:
-            image = read_image(path)
+            image, factor = read_image_limited(path, args.max_side)
         except (OSError, ValueError, SyntaxError) as err:
             skipped.append(f"{path} ({type(err).__name__}: {err})")
             continue
+        if factor < 1:
+            print(
+                f"{path}: larger than --max-side {args.max_side}, detected on a copy shrunk by {factor:.3f}; "
+                "boxes are in the original's pixels, the PNG shows the shrunk copy",
+                file=sys.stderr,
+            )
         page = detector.detect(image)
         stem = path.stem
-        write_boxes(args.out / f"res_{stem}.txt", page.polygons)
+        write_boxes(args.out / f"res_{stem}.txt", page.polygons / factor)
         save_png(draw_detections(image, page.polygons), args.out / f"{stem}.png")
         if args.debug:
             if page.result.coarse_prob is not None:

@@ -63,9 +63,28 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """An image file as HxWx3 uint8 RGB; raises OSError/ValueError when it cannot be read whole."""
-    with Image.open(path) as im:
-        im.load()  # a truncated file fails here, not later
-        return as_rgb(np.asarray(im.convert("RGBA") if im.mode in ("P", "LA", "PA") else im.convert("RGB")))
+    return read_image_limited(path, None)[0]
+
+
+def read_image_limited(path: str | os.PathLike[str], max_side: int | None) -> tuple[np.ndarray, float]:
+    """An image file as HxWx3 uint8 RGB, shrunk so that its long side is at most ``max_side`` (a JPEG is decoded
+    at a reduced size directly, so a huge file never sits in memory whole), and the factor applied."""
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # PIL refuses > 179 MP as a "decompression bomb"; we shrink instead
+    try:
+        with Image.open(path) as im:
+            full = im.size
+            factor = 1.0 if max_side is None else min(1.0, max_side / max(full))
+            target = (max(1, round(full[0] * factor)), max(1, round(full[1] * factor)))
+            if factor < 1:
+                im.draft("RGB", target)
+            im.load()  # a truncated file fails here, not later
+            rgb = im.convert("RGBA") if im.mode in ("P", "LA", "PA") else im.convert("RGB")
+            if rgb.size != target:
+                rgb = rgb.resize(target, Image.Resampling.BILINEAR)
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+    return as_rgb(np.asarray(rgb)), target[0] / full[0]
 
 
 class TorchNet:
