@@ -28,3 +28,19 @@ def test_tasks_are_registered():
     assert "textscale" not in errors
     names = {t.name for t in found}
     assert {"textscale.scales", "textscale.ppocr"} <= names
+
+
+def test_ppocr_on_the_packed_canvas_finds_the_lines_mapped_back(tiny_split):
+    # ground-truth line regions at 24 px, packed, one PP-OCR pass on the canvas, boxes mapped back: if any step of
+    # crop-resize-pack-map were off, the boxes would miss their lines
+    from textscale.evaluate import care_quads
+    from textscale.pipeline import AdaptiveConfig, detect_oracle
+
+    net = PPOCRNet(threads=1)
+
+    def detect(image, item) -> Page:
+        result = detect_oracle(net, image, care_quads(item.lines), AdaptiveConfig(), PPOCR_POST)
+        return Page(result.boxes.quads, result.boxes.scores, result)
+
+    report = run_variant("oracle", detect, load_test_set(tiny_split), lines=True)
+    assert report["recall"] > 0.6 and report["precision"] > 0.6

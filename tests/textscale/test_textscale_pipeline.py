@@ -173,3 +173,24 @@ def test_canvas_budget_shrinks_all_regions_together():
     assert slots[0].size[0] == pytest.approx(2 * slots[1].size[0] * 5, rel=0.02)  # same factor for both
     back = slots[1].to_image(slots[1].to_canvas(np.array([[10.0, 20.0]])))
     np.testing.assert_allclose(back, [[10.0, 20.0]])
+
+
+def test_scale_from_coarse_box_heights_for_a_net_without_scale_channel():
+    image, words = _scene()
+
+    def no_scale_net(x):
+        prob, _ = rule_net(x)
+        return prob, np.zeros_like(prob)  # a scale channel that says nothing
+
+    post = PostConfig(unclip_ratio=0.01, box_thresh=0.5, min_size=1)
+    gt = {"img_1": [TextBox(q, "w") for q in words]}
+    box_cfg = AdaptiveConfig(canonical_height=CANONICAL, keep_height=40, scale_source="box")
+    result = detect_adaptive(no_scale_net, image, box_cfg, post)
+    assert evaluate(gt, {"img_1": list(result.boxes.quads)}).recall == 1.0
+    # with the scale channel read as "already canonical", the small words are not enlarged: they stay lost
+    flat = detect_adaptive(
+        no_scale_net, image, AdaptiveConfig(canonical_height=CANONICAL, keep_height=40), post
+    )
+    assert evaluate(gt, {"img_1": list(flat.boxes.quads)}).recall < 1.0
+    with pytest.raises(ValueError, match="scale_source"):
+        detect_adaptive(no_scale_net, image, AdaptiveConfig(scale_source="guess"), post)

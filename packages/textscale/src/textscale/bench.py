@@ -6,7 +6,9 @@
   packing, post-processing), megapixels the network sees, and FLOPs = megapixels x the network's FLOPs per
   megapixel (counted once with the yardstick's flop counter: the net is fully convolutional, so FLOPs scale
   with pixels). The network is trained first, inside the task, on the profile's budget.
-* ``textscale.ppocr``: PP-OCRv4's detector at the same fixed long sides, scored against *line* boxes (it finds lines).
+* ``textscale.ppocr``: PP-OCRv4's detector at the same fixed long sides, scored against *line* boxes (it finds lines),
+  and inside the paper's pipeline: ``ppocrv4-adaptive-c<coarse>`` (coarse pass at that long side, each coarse box's
+  own height as its scale, canvas at 24 px) and ``ppocrv4-oracle`` (ground-truth line regions at 24 px).
 
 Profiles: ``quick`` trains a tiny net for a minute, so its accuracy is near zero: it checks the path and measures
 cost. ``cpu`` trains ~40 minutes; ``full`` is for a GPU.
@@ -17,13 +19,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from benchmarks.registry import Task, TaskContext
 from benchmarks.yardstick import count_flops
 from effinfer_core.run_folder import inputs_hash
-from textscale.evaluate import load_test_set, run_variant, variants
-from textscale.pipeline import detect_fixed
+from textscale.evaluate import TestImage, care_quads, load_test_set, run_variant, variants
+from textscale.pipeline import AdaptiveConfig, NetFn, detect_adaptive, detect_fixed, detect_oracle
 from textscale.predictor import Page, TextDetector, TorchNet, adaptive_config, post_config
 from textscale.train import ensure_dataset, load_net, load_profile, train
 
@@ -111,6 +114,33 @@ def run_ppocr(ctx: TaskContext) -> None:
 
         report = run_variant(f"ppocrv4-{side}", detect, test_set, ctx.work_dir / "results", lines=True)
         ctx.record(f"ppocrv4-{side}", data, _quality(report), _cost(report, None), n_test=len(test_set))
+    # the paper's pipeline around PP-OCRv4: it has no scale channel, so a coarse box's own height gives the scale
+    for coarse in sorted({int(cfg["inference"]["coarse_long_side"]), 1024}):
+        adaptive = AdaptiveConfig(coarse_long_side=coarse, keep_height=36.0, scale_source="box")
+        _record_pipeline(ctx, f"ppocrv4-adaptive-c{coarse}", data, test_set, net, adaptive)
+    _record_pipeline(ctx, "ppocrv4-oracle", data, test_set, net, AdaptiveConfig(), oracle=True)
+
+
+def _record_pipeline(
+    ctx: TaskContext,
+    name: str,
+    data: str,
+    test_set: list[TestImage],
+    net: NetFn,
+    cfg: AdaptiveConfig,
+    oracle: bool = False,
+) -> None:
+    from textscale.ppocr import PPOCR_POST
+
+    def detect(image: np.ndarray, item: TestImage) -> Page:
+        if oracle:
+            result = detect_oracle(net, image, care_quads(item.lines or item.words), cfg, PPOCR_POST)
+        else:
+            result = detect_adaptive(net, image, cfg, PPOCR_POST)
+        return Page(result.boxes.quads, result.boxes.scores, result)
+
+    report = run_variant(name, detect, test_set, ctx.work_dir / "results", lines=True)
+    ctx.record(name, data, _quality(report), _cost(report, None), n_test=len(test_set))
 
 
 def tasks() -> list[Task]:

@@ -46,9 +46,14 @@ class AdaptiveConfig:
     nms_iou: float = 0.3
     max_canvas_side: int = 4096
     coarse_min_size: float = 0.0  # the coarse pass proposes regions: keep boxes too thin for a final answer
-    max_canvas_pixels: int = (
-        4_000_000  # regions are shrunk together to fit (a confused coarse map can ask a lot)
-    )
+    # regions are shrunk together to fit this (a confused coarse map can ask for a lot)
+    max_canvas_pixels: int = 4_000_000
+    # where a coarse box's text height comes from: "predicted" (the scale channel, the paper's way) or "box" (the
+    # short side of the coarse box itself: lets a detector without a scale channel, e.g. PP-OCR, run the pipeline)
+    scale_source: str = "predicted"
+    # the coarse pass only proposes regions, so it may take weaker evidence than a final box (None: as the final)
+    coarse_thresh: float | None = None
+    coarse_box_thresh: float | None = None
 
 
 @dataclass
@@ -261,15 +266,28 @@ def _sides(quad: np.ndarray) -> tuple[float, float]:
 def detect_adaptive(
     net: NetFn, image: np.ndarray, cfg: AdaptiveConfig = AdaptiveConfig(), post: PostConfig = DEFAULT_POST
 ) -> Result:
-    coarse = detect_fixed(net, image, cfg.coarse_long_side, replace(post, min_size=cfg.coarse_min_size))
+    coarse_post = replace(
+        post,
+        min_size=cfg.coarse_min_size,
+        thresh=post.thresh if cfg.coarse_thresh is None else cfg.coarse_thresh,
+        box_thresh=post.box_thresh if cfg.coarse_box_thresh is None else cfg.coarse_box_thresh,
+    )
+    coarse = detect_fixed(net, image, cfg.coarse_long_side, coarse_post)
     t = {f"coarse_{k}": v for k, v in coarse.timings.items()}
     start = time.perf_counter()
     f = cfg.coarse_long_side / max(image.shape[:2])
     boxes = coarse.boxes
-    coarse_heights = canonical_heights = cfg.canonical_height * 2.0 ** np.nan_to_num(boxes.scales)
+    if cfg.scale_source == "box":
+        coarse_heights = np.array([min(_sides(q)) for q in boxes.quads]) * f  # quads are in image pixels
+    elif cfg.scale_source == "predicted":
+        coarse_heights = cfg.canonical_height * 2.0 ** np.nan_to_num(boxes.scales)
+    else:
+        raise ValueError(f"scale_source must be 'predicted' or 'box', got {cfg.scale_source!r}")
+    canonical_heights = coarse_heights
     keep = coarse_heights >= cfg.keep_height
     kept = boxes.select(np.nonzero(keep)[0])
-    kept = kept.select(np.array([min(_sides(q)) >= post.min_size + 2 for q in kept.quads], dtype=bool))
+    final = [min(_sides(q)) >= post.min_size + 2 for q in kept.quads]  # kept boxes meet the final thresholds
+    kept = kept.select(np.array(final, dtype=bool) & (kept.scores >= post.box_thresh))
     rest = boxes.select(np.nonzero(~keep)[0])
     full_heights = canonical_heights[~keep] / f
     factors = np.minimum(cfg.canonical_height / np.maximum(full_heights, 1e-3), cfg.max_zoom)
