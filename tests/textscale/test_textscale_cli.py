@@ -131,3 +131,25 @@ def test_detect_huge_image_is_shrunk_with_a_message(tiny_model, tmp_path, capsys
     assert Image.open(out / "wide.png").size == (600, 75)
     boxes = read_boxes(out / "res_wide.txt")
     assert all(b.points[:, 0].max() <= 2400 + 50 for b in boxes)
+
+
+def test_evaluate_ppocr_in_the_same_variants_against_lines(tiny_split, tmp_path, capsys):
+    out = tmp_path / "eval"
+    argv = [
+        "evaluate",
+        "--detector",
+        "ppocr",
+        "--test-dir",
+        str(tiny_split),
+        "--out",
+        str(out),
+        "--limit",
+        "2",
+    ]
+    assert main([*argv, "--variants", "oracle", "fixed-480", "--long-sides", "480"]) == 0
+    reports = {r["variant"]: r for r in json.loads((out / "metrics.json").read_text())}
+    assert (
+        reports["oracle"]["recall"] > 0.5
+    )  # ground-truth *line* regions on the canvas, scored against lines
+    assert main(["evaluate", "--test-dir", str(tiny_split)]) == EXIT_USAGE
+    assert "--checkpoint is required" in capsys.readouterr().err

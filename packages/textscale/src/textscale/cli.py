@@ -40,7 +40,7 @@ def _add_profile(p: argparse.ArgumentParser) -> None:
 def _data(args: argparse.Namespace) -> int:
     from textscale.train import ensure_dataset, load_profile
 
-    root = ensure_dataset(load_profile(args.profile, args.config), args.data_dir)
+    root = ensure_dataset(load_profile(args.profile, args.config), args.data_dir, splits=tuple(args.splits))
     print(root)
     return 0
 
@@ -151,20 +151,33 @@ def _detect(args: argparse.Namespace) -> int:
     return 0 if done else EXIT_NOTHING
 
 
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from effinfer_core.atomic import write_atomic
     from textscale.evaluate import format_table, load_test_set, run_variant, variants
     from textscale.train import ensure_dataset, load_profile
 
     cfg = load_profile(args.profile, args.config)
-    folder = (
-        args.test_dir or ensure_dataset(cfg, args.data_dir, log=lambda m: print(m, file=sys.stderr)) / "test"
-    )
+    if args.coarse_long_side is not None:
+        cfg["inference"]["coarse_long_side"] = args.coarse_long_side
+    folder = args.test_dir or ensure_dataset(cfg, args.data_dir, _stderr, splits=("test",)) / "test"
     test_set = load_test_set(folder, args.limit)
-    args.long_side = None
-    detector = _detector(args)
     sides = args.long_sides or cfg["inference"]["fixed_long_sides"]
-    reports = [run_variant(n, fn, test_set, args.out) for n, fn in variants(detector, sides, args.variants)]
+    if args.detector == "ppocr":
+        from textscale.ppocr import ppocr_detector
+
+        detector = ppocr_detector(cfg["inference"])
+    elif args.checkpoint is None:
+        raise ValueError("--checkpoint is required with --detector textscale (or use --detector ppocr)")
+    else:
+        args.long_side = None
+        detector = _detector(args)
+    lines = args.detector == "ppocr"  # PP-OCR finds lines: scored against line boxes
+    chosen = variants(detector, sides, args.variants, oracle_lines=lines)
+    reports = [run_variant(n, fn, test_set, args.out, lines=lines) for n, fn in chosen]
     print(format_table(reports))
     if args.out is not None:
         write_atomic(args.out / "metrics.json", json.dumps(reports, indent=2) + "\n")
@@ -187,8 +200,10 @@ def _bench(args: argparse.Namespace) -> int:
     return run_bench(args, tasks())
 
 
-def _add_inference(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", type=Path, required=True, help="model file written by `textscale train`")
+def _add_inference(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument(
+        "--checkpoint", type=Path, required=required, help="model file written by `textscale train`"
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default %(default)s)")
     p.add_argument(
         "--max-side", type=int, default=8192, help="larger images are shrunk first (default %(default)s)"
@@ -210,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
         "fonts and photos are never used for training) once into the data cache, in ICDAR15 layout.",
     )
     _add_profile(p)
+    p.add_argument(
+        "--splits", nargs="+", choices=["train", "test"], default=["train", "test"], help="default both"
+    )
     p.set_defaults(func=_data)
 
     p = sub.add_parser(
@@ -271,7 +289,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--limit", type=int, default=None, help="first N test images only")
     p.add_argument("--out", type=Path, default=None, help="folder for res_img_N.txt files and metrics.json")
-    _add_inference(p)
+    p.add_argument(
+        "--detector",
+        choices=["textscale", "ppocr"],
+        default="textscale",
+        help="textscale: the model in --checkpoint; ppocr: PP-OCRv4 (effinfer-data source ppocr-det) in the same "
+        "variants, the coarse box's height as its scale, scored against line boxes",
+    )
+    p.add_argument(
+        "--coarse-long-side", type=int, default=None, help="coarse pass size (default: the profile's)"
+    )
+    _add_inference(p, required=False)
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser(

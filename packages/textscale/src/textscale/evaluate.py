@@ -98,13 +98,23 @@ def run_variant(
     return report
 
 
-def variants(detector: TextDetector, long_sides: Sequence[int], names: Sequence[str] | None = None):
-    """(name, detect function) for adaptive, oracle and each fixed long side; ``names`` picks some."""
+def variants(
+    detector: TextDetector,
+    long_sides: Sequence[int],
+    names: Sequence[str] | None = None,
+    oracle_lines: bool = False,
+) -> list[tuple[str, Callable[[np.ndarray, TestImage], Page]]]:
+    """(name, detect function) for adaptive, oracle (ground-truth words, or lines with ``oracle_lines``) and each
+    fixed long side; ``names`` picks some."""
     from dataclasses import replace
+
+    def oracle(image: np.ndarray, item: TestImage) -> Page:
+        truth = item.lines if oracle_lines and item.lines is not None else item.words
+        return detector.detect_oracle(image, care_quads(truth))
 
     out: list[tuple[str, Callable[[np.ndarray, TestImage], Page]]] = [
         ("adaptive", lambda image, item: detector.detect(image)),
-        ("oracle", lambda image, item: detector.detect_oracle(image, care_quads(item.words))),
+        ("oracle", oracle),
     ]
     for side in long_sides:
         fixed = TextDetector(

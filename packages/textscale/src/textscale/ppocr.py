@@ -10,10 +10,14 @@ PP-OCR finds *lines*, not words: score it against the line ground truth (``lines
 from __future__ import annotations
 
 import os
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
+from textscale.pipeline import AdaptiveConfig
 from textscale.postprocess import PostConfig
+from textscale.predictor import TextDetector
 from textscale.torch_model import STRIDE
 
 PPOCR_POST = PostConfig(thresh=0.3, box_thresh=0.5, unclip_ratio=1.6, dilate=True)
@@ -44,3 +48,15 @@ class PPOCRNet:
         (prob,) = self.session.run(None, {self.input: x})
         prob = prob[0, 0, :h, :w]
         return prob, np.zeros_like(prob)
+
+
+def ppocr_detector(inference: dict[str, Any] | None = None, threads: int | None = None) -> TextDetector:
+    """PP-OCRv4 behind the predictor API: adaptive (a coarse box's height as its scale), oracle and fixed modes."""
+    from textscale.predictor import adaptive_config
+
+    adaptive = AdaptiveConfig(scale_source="box", keep_height=36.0)
+    if inference is not None:
+        adaptive = replace(adaptive_config(inference), scale_source="box", keep_height=36.0)
+    return TextDetector(
+        PPOCRNet(threads=threads), adaptive.canonical_height, adaptive=adaptive, post=PPOCR_POST
+    )

@@ -74,15 +74,18 @@ def dataset_dir(cfg: dict[str, Any], data_dir: str | os.PathLike[str] | None = N
 
 
 def ensure_dataset(
-    cfg: dict[str, Any], data_dir: str | os.PathLike[str] | None = None, log: Log = print
+    cfg: dict[str, Any],
+    data_dir: str | os.PathLike[str] | None = None,
+    log: Log = print,
+    splits: tuple[str, ...] = ("train", "test"),
 ) -> Path:
-    """Generate the profile's train and test splits unless they are there; returns the folder holding both."""
+    """Generate the profile's splits unless they are there; returns the folder holding them."""
     from benchmarks.data import background_files, font_files
     from textscale.synth import generate_split
 
     root = dataset_dir(cfg, data_dir)
     fonts, photos = font_files(data_dir), background_files(data_dir)
-    for split in ("train", "test"):
+    for split in splits:
         if (root / split).is_dir():
             continue
         count = int(cfg["data"][f"{split}_images"])
