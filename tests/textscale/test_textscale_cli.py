@@ -135,17 +135,7 @@ def test_detect_huge_image_is_shrunk_with_a_message(tiny_model, tmp_path, capsys
 
 def test_evaluate_ppocr_in_the_same_variants_against_lines(tiny_split, tmp_path, capsys):
     out = tmp_path / "eval"
-    argv = [
-        "evaluate",
-        "--detector",
-        "ppocr",
-        "--test-dir",
-        str(tiny_split),
-        "--out",
-        str(out),
-        "--limit",
-        "2",
-    ]
+    argv = ["evaluate", "--detector", "ppocr", "--test-dir", str(tiny_split), "--out", str(out)]
     assert main([*argv, "--variants", "oracle", "fixed-480", "--long-sides", "480"]) == 0
     reports = {r["variant"]: r for r in json.loads((out / "metrics.json").read_text())}
     assert (
