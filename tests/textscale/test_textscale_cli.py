@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,3 +144,53 @@ def test_evaluate_ppocr_in_the_same_variants_against_lines(tiny_split, tmp_path,
     )  # ground-truth *line* regions on the canvas, scored against lines
     assert main(["evaluate", "--test-dir", str(tiny_split)]) == EXIT_USAGE
     assert "--checkpoint is required" in capsys.readouterr().err
+
+
+def test_train_command_writes_the_model_once(tiny_split, tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "extends: "
+        + str(Path(__file__).resolve().parents[2] / "packages/textscale/configs/quick.yaml")
+        + "\n"
+        "model: {backbone: lcnet_050, fpn_channels: 32}\n"
+        "train: {batch_size: 2, crop: 96, warmup_steps: 1}\n"
+    )
+    out = tmp_path / "m.pt"
+    argv = [
+        "train",
+        "--config",
+        str(config),
+        "--train-dir",
+        str(tiny_split),
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+    ]
+    assert main([*argv, "--accelerator", "cpu", "--devices", "1"]) == 0
+    assert "saved" in capsys.readouterr().out and out.is_file() and (tmp_path / "m.pt.log").is_file()
+    stamp = out.stat().st_mtime_ns
+    assert main(argv) == 0  # exists: nothing to do
+    assert "nothing to do" in capsys.readouterr().err and out.stat().st_mtime_ns == stamp
+
+
+def test_data_without_fonts_says_how_to_fetch(tmp_path, capsys):
+    assert main(["data", "--data-dir", str(tmp_path)]) == EXIT_USAGE
+    assert "effinfer-data fetch fonts" in capsys.readouterr().err
+    assert not (tmp_path / "textscale-synth").exists()
+
+
+def test_dataset_is_generated_once(monkeypatch, tmp_path):
+    from textscale import train as train_module
+
+    monkeypatch.setattr(train_module, "dataset_dir", lambda cfg, data_dir=None: tmp_path / "ds")
+    cfg = train_module.load_profile("quick")
+    cfg["data"].update(train_images=2, test_images=1, long_side=320)
+    root = train_module.ensure_dataset(cfg, log=lambda m: None)
+    assert (
+        len(list((root / "train").glob("img_*.jpg"))) == 2
+        and len(list((root / "test").glob("img_*.jpg"))) == 1
+    )
+    stamp = (root / "train" / "img_1.jpg").stat().st_mtime_ns
+    train_module.ensure_dataset(cfg, log=lambda m: None)
+    assert (root / "train" / "img_1.jpg").stat().st_mtime_ns == stamp
