@@ -194,3 +194,21 @@ def test_dataset_is_generated_once(monkeypatch, tmp_path):
     stamp = (root / "train" / "img_1.jpg").stat().st_mtime_ns
     train_module.ensure_dataset(cfg, log=lambda m: None)
     assert (root / "train" / "img_1.jpg").stat().st_mtime_ns == stamp
+
+
+def test_evaluate_maps_prints_pixel_progress(tiny_model, tiny_split, tmp_path, capsys):
+    out = tmp_path / "eval"
+    argv = [
+        "evaluate",
+        "--checkpoint",
+        str(tiny_model),
+        "--test-dir",
+        str(tiny_split),
+        "--out",
+        str(out),
+        "--maps",
+    ]
+    assert main([*argv, "--variants", "fixed-256", "--long-sides", "256", "--limit", "1"]) == 0
+    assert "maps: prob_text" in capsys.readouterr().out
+    assert set(json.loads((out / "maps.json").read_text())) >= {"scale_mae", "scale_mae_constant"}
+    assert main(["evaluate", "--detector", "ppocr", "--test-dir", str(tiny_split), "--maps"]) == EXIT_USAGE

@@ -80,3 +80,23 @@ def test_empty_or_missing_folder_is_a_clear_error(tmp_path):
         load_samples(tmp_path)
     with pytest.raises(DataError, match="not a folder"):
         load_samples(tmp_path / "nope")
+
+
+def test_map_diagnostics_measure_probability_and_scale_error(tiny_split):
+    from textscale.evaluate import map_diagnostics
+
+    net = TextScaleNet("lcnet_050", 32)
+    d = map_diagnostics(net, tiny_split, 24.0, crop=96, count=4)
+    assert set(d) == {"prob_text", "prob_background", "scale_mae", "scale_mae_constant"}
+    assert 0 <= d["prob_background"] <= 1 and d["scale_mae_constant"] > 0
+
+    class Perfect(torch.nn.Module):  # reads the targets back: zero scale error
+        def forward(self, x):
+            return self.maps
+
+    crops = TextCrops(load_samples(tiny_split), 96, 24.0, seed=0)
+    perfect = Perfect()
+    y = torch.stack([crops[i][1] for i in range(4)])
+    perfect.maps = torch.stack([y[:, 0], y[:, 4]], dim=1)
+    d = map_diagnostics(perfect, tiny_split, 24.0, crop=96, count=4)
+    assert d["scale_mae"] == 0 and d["prob_background"] == 0

@@ -175,6 +175,19 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         args.long_side = None
         detector = _detector(args)
+    if args.maps:
+        if args.detector != "textscale":
+            raise ValueError(
+                "--maps reads our network's probability and scale maps: use it with --detector textscale"
+            )
+        from textscale.evaluate import map_diagnostics
+        from textscale.train import load_net
+
+        net, hp = load_net(args.checkpoint)
+        maps = map_diagnostics(net, folder, float(hp["canonical_height"]))
+        print("maps: " + ", ".join(f"{k} {v:.3f}" for k, v in maps.items()))
+        if args.out is not None:
+            write_atomic(args.out / "maps.json", json.dumps(maps, indent=2) + "\n")
     lines = args.detector == "ppocr"  # PP-OCR finds lines: scored against line boxes
     chosen = variants(detector, sides, args.variants, oracle_lines=lines)
     reports = [run_variant(n, fn, test_set, args.out, lines=lines) for n, fn in chosen]
@@ -298,6 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--coarse-long-side", type=int, default=None, help="coarse pass size (default: the profile's)"
+    )
+    p.add_argument(
+        "--maps",
+        action="store_true",
+        help="also pixel-level progress: probability on text vs background, scale error vs a constant guess",
     )
     _add_inference(p, required=False)
     p.set_defaults(func=_evaluate)
