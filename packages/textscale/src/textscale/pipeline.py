@@ -140,7 +140,7 @@ def regions_from_boxes(
         pad = cfg.pad * height
         x0, y0 = np.floor(quad.min(0) - pad).astype(int)
         x1, y1 = np.ceil(quad.max(0) + pad).astype(int)
-        rects.append([max(0, x0), max(0, y0), min(w, x1), min(h, y1), float(np.log2(factor)), 1.0])
+        rects.append([max(0, x0), max(0, y0), min(w, x1), min(h, y1), float(np.log2(factor))])  # box, log2 r
     merged = True
     while merged:  # merge until no two overlapping rects of similar scale remain
         merged = False
@@ -157,7 +157,6 @@ def regions_from_boxes(
                         max(a[2], b[2]),
                         max(a[3], b[3]),
                         log_factor,
-                        1.0,
                     ]
                     del rects[j]
                     merged = True
@@ -165,7 +164,7 @@ def regions_from_boxes(
             if merged:
                 break
     slots = []
-    for x0, y0, x1, y1, log_factor, _ in rects:
+    for x0, y0, x1, y1, log_factor in rects:
         if x1 - x0 < 1 or y1 - y0 < 1:
             continue
         factor = 2.0**log_factor
