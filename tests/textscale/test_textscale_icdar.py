@@ -126,3 +126,11 @@ def test_evaluate_folders(tmp_path):
     assert (m.matches, m.care_gt, m.care_det) == (1, 2, 1)
     with pytest.raises(IcdarFormatError, match="no img_N"):
         evaluate_folders(res_dir, res_dir)
+
+
+def test_mlt_lines_with_a_script_column(tmp_path):
+    (tmp_path / "gt_img_1.txt").write_text(
+        "0,0,10,0,10,10,0,10,Latin,Hello, you\n0,0,5,0,5,5,0,5,Arabic,###\n"
+    )
+    boxes = read_boxes(tmp_path / "gt_img_1.txt")
+    assert boxes[0].text == "Hello, you" and boxes[1].dont_care

@@ -1,7 +1,7 @@
 """The ICDAR 2015 (Robust Reading Challenge 4) text-localisation protocol, as its official ``script.py`` defines it.
 
 Files: one ``gt_img_N.txt`` / ``res_img_N.txt`` per image ``img_N.jpg``, one quadrilateral a line,
-``x1,y1,x2,y2,x3,y3,x4,y4[,transcription]``. The rules (the official script with ``rrc_evaluation_funcs``):
+``x1,y1,x2,y2,x3,y3,x4,y4[,transcription]`` (MLT adds a script column before the transcription). The rules (the official script with ``rrc_evaluation_funcs``):
 
 * coordinates are read as integers (we truncate, so a float result file is accepted, not refused);
 * a ground truth whose transcription is ``###`` is *don't care*; a detection is don't care when its intersection
@@ -33,6 +33,10 @@ DONT_CARE = "###"
 IOU_CONSTRAINT = 0.5
 AREA_PRECISION_CONSTRAINT = 0.5
 HEIGHT_BINS = (0.0, 8.0, 16.0, 32.0, 64.0, float("inf"))  # recall per text-height bin (px, short side)
+# the script column of ICDAR MLT ground truth (2017/2019), between the coordinates and the transcription
+MLT_SCRIPTS = frozenset(
+    ("Latin", "Arabic", "Chinese", "Japanese", "Korean", "Bangla", "Hindi", "Symbols", "Mixed", "None")
+)
 IMAGE_NAME = re.compile(r"^img_(\d+)\.(jpg|jpeg|png)$", re.IGNORECASE)
 
 
@@ -66,6 +70,8 @@ def parse_line(line: str, where: str = "") -> TextBox:
     text = ",".join(parts[8:]).strip()
     if len(parts) == 9 and _is_number(parts[8]):
         text = ""  # a result line's confidence, not a transcription
+    elif len(parts) >= 10 and parts[8].strip() in MLT_SCRIPTS:
+        text = ",".join(parts[9:]).strip()  # ICDAR MLT: x1,...,y4,script,transcription
     return TextBox(np.array(coords, dtype=np.float64).reshape(4, 2), text)
 
 
