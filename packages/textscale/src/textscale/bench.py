@@ -25,7 +25,7 @@ import torch
 from benchmarks.registry import Task, TaskContext
 from benchmarks.yardstick import count_flops
 from effinfer_core.run_folder import inputs_hash
-from textscale.evaluate import TestImage, care_quads, load_test_set, run_variant, variants
+from textscale.evaluate import TestImage, care_quads, load_test_set, map_diagnostics, run_variant, variants
 from textscale.pipeline import AdaptiveConfig, NetFn, detect_adaptive, detect_fixed, detect_oracle
 from textscale.predictor import Page, TextDetector, TorchNet, adaptive_config, post_config
 from textscale.train import ensure_dataset, load_net, load_profile, train
@@ -74,6 +74,9 @@ def run_scales(ctx: TaskContext) -> None:
     test_set = load_test_set(root / "test")
     net, hp = load_net(_model(ctx, cfg, root))
     flops_per_mp = _flops_per_megapixel(net)
+    # pixel-level progress (text vs background probability, scale error): what a barely trained net shows first
+    maps = map_diagnostics(net, root / "test", float(hp["canonical_height"]))
+    ctx.log("maps: " + ", ".join(f"{k} {v:.3f}" for k, v in maps.items()))
     inference = cfg["inference"]
     detector = TextDetector(
         TorchNet(net, ctx.device),
@@ -93,6 +96,7 @@ def run_scales(ctx: TaskContext) -> None:
             _cost(report, flops_per_mp),
             backbone=hp["backbone"],
             n_test=len(test_set),
+            maps=maps,
         )
 
 
