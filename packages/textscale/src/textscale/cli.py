@@ -18,8 +18,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from effinfer_core.trainer import TrainerFlags
+
+if TYPE_CHECKING:
+    from textscale.predictor import TextDetector
 
 EXIT_NOTHING, EXIT_USAGE = 1, 2
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
@@ -86,7 +90,7 @@ def collect_images(inputs: list[Path]) -> list[Path]:
     return files
 
 
-def _detector(args: argparse.Namespace):
+def _detector(args: argparse.Namespace) -> TextDetector:
     from textscale.predictor import TextDetector, adaptive_config, post_config
     from textscale.train import load_net, load_profile
 

@@ -43,7 +43,7 @@ def masked_mean(loss: Tensor, mask: Tensor) -> Tensor:
 
 def textscale_loss(
     out: Tensor, targets: Tensor, k: float = 50.0, weights: tuple[float, float, float] = (1, 10, 1)
-):
+) -> tuple[Tensor, dict[str, Tensor]]:
     """``out`` (B, 3, H, W) = [P, S, T]; ``targets`` (B, 6, H, W) as ``Targets.stacked``. Returns total and parts."""
     prob, scale, thresh = out[:, 0], out[:, 1], out[:, 2]
     gt, gt_mask, gt_thresh, thresh_mask, gt_scale, scale_mask = targets.unbind(1)
