@@ -96,7 +96,7 @@ def test_onnx_export_gives_the_same_maps_and_boxes(tiny_model, tiny_split, tmp_p
     post = PostConfig(box_thresh=0.0)
     a = TextDetector(TorchNet(net), hp["canonical_height"], "fixed", 480, post=post).detect(image)
     b = TextDetector(OnnxNet(path), hp["canonical_height"], "fixed", 480, post=post).detect(image)
-    assert len(a.polygons) == len(b.polygons)
+    assert len(a.polygons) == len(b.polygons) > 0
     np.testing.assert_allclose(a.polygons, b.polygons, atol=1.0)
 
 
