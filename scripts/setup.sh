@@ -19,7 +19,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # --no-cache-dir: the CUDA wheels torch pulls in are ~3 GB; a copy in pip's cache would double the disk
   # a fresh CI machine needs (one ran out of space).
   "$VENV/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check -c requirements/lock.txt \
-    -r requirements/dev.txt -e packages/core -e ".[smollm2]" -e packages/geoad -e "packages/puzzle[highs]" -e packages/quadformer
+    -r requirements/dev.txt -e packages/core -e ".[smollm2]" -e packages/geoad -e "packages/puzzle[highs]" -e packages/quadformer -e packages/textscale
   echo "$want" > "$stamp"
 fi
 

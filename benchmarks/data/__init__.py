@@ -12,6 +12,7 @@ from .backgrounds import background_photos
 from .fashion_mnist import load_fashion_mnist
 from .foolbox_samples import FoolboxSample, foolbox_samples
 from .packages import SourceMissingError
+from .scene_text import font_files, ppocr_det_model
 from .smollm2 import smollm2_dir, smollm2_gguf
 from .source import SOURCES, Source, data_root, fetch, get_source, register
 
@@ -23,10 +24,12 @@ __all__ = [
     "background_photos",
     "data_root",
     "fetch",
+    "font_files",
     "foolbox_samples",
     "get_source",
     "load_austen",
     "load_fashion_mnist",
+    "ppocr_det_model",
     "register",
     "smollm2_dir",
     "smollm2_gguf",

@@ -1,12 +1,14 @@
-"""Real nature photographs from Debian's ``mate-backgrounds``, as backgrounds for cluttered image sets.
+"""Real nature photographs from Debian's ``mate-backgrounds``: the backgrounds of Quadformer's cluttered set and of
+TextScale's synthetic scene text.
 
-Twelve photos (1280x1024 to 2560x1920, GPL-2+); stored down-scaled to at most ``MAX_SIDE`` pixels on the long side
-(JPEG), which is all a 128 px crop ever needs and keeps the cache small.
+Twelve photos (1280x1024 to 2560x1920 and up, GPL-2+), kept at full resolution (TextScale renders 2000 px scenes;
+Quadformer down-scales them on load, as its 128 px crops need no more).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from .packages import DebianPackage, SourceMissingError
@@ -27,16 +29,16 @@ PHOTOS = (
     "Wood",
     "YellowFlower",
 )
-MAX_SIDE = 768
 
 
 @register
 class Backgrounds(Source):
     name = "mate-backgrounds"
-    description = "12 real nature photographs (MATE desktop backgrounds), down-scaled to 768 px"
+    description = "12 real nature photographs (MATE desktop backgrounds), full resolution"
     package = DebianPackage("mate-backgrounds")
     licence = "GPL-2+"
-    size = "1 MB"
+    size = "45 MB"
+    layout = 2  # 1 held 768 px thumbnails; 2 keeps full resolution
     canonical_urls = (
         "https://deb.debian.org/debian/pool/main/m/mate-backgrounds/mate-backgrounds_1.26.0-1_all.deb",
     )
@@ -49,11 +51,10 @@ class Backgrounds(Source):
             src = self.member(tree, f"{PACKAGE_DIR}/{name}.jpg")
             try:
                 with Image.open(src) as im:
-                    photo = im.convert("RGB")
+                    im.verify()  # a truncated or foreign file fails here, not in a generator hours later
             except OSError as e:
                 raise SourceMissingError(f"{src} is not a readable image: {e}") from e
-            photo.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
-            photo.save(out / f"{name}.jpg", quality=92)
+            shutil.copyfile(src, out / f"{name}.jpg")
 
 
 def background_photos(data_dir: str | os.PathLike[str] | None = None) -> list[Path]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from abc import ABC, abstractmethod
@@ -45,6 +46,8 @@ class Source(ABC):
     canonical_urls: ClassVar[tuple[str, ...]]  # the upstream download, used only with from_canonical=True
     members: ClassVar[tuple[str, ...] | None] = None  # archive paths to extract (substring match); None: all
     folder: ClassVar[str | None] = None  # folder under the data root; defaults to `name`
+    # bump when `install` lays the files out differently: a folder fetched under another layout is fetched again
+    layout: ClassVar[int] = 1
 
     @property
     def origin(self) -> str:
@@ -54,7 +57,8 @@ class Source(ABC):
         return data_root(data_dir) / (self.folder or self.name)
 
     def is_fetched(self, data_dir: str | os.PathLike[str] | None = None) -> bool:
-        return (self.path(data_dir) / MANIFEST).is_file()
+        manifest = self.path(data_dir) / MANIFEST
+        return manifest.is_file() and json.loads(manifest.read_text()).get("layout", 1) == self.layout
 
     def require(self, data_dir: str | os.PathLike[str] | None = None) -> Path:
         """The source's folder, or a SourceMissingError saying how to fetch it."""
@@ -130,6 +134,9 @@ def fetch(
     target = source.path(data_dir)
     if source.is_fetched(data_dir):
         return target
+    if (target / MANIFEST).is_file():  # ours, from an older layout: fetched again below
+        log.info("%s: the copy in %s has an older layout; fetching it again", name, target)
+        shutil.rmtree(target)
     if target.exists():
         raise SourceMissingError(
             f"{target} exists but was not written by `effinfer-data fetch` (no {MANIFEST}); move it away, "
@@ -163,6 +170,7 @@ def fetch(
             "description": source.description,
             "fetched_from": where,
             "licence": source.licence,
+            "layout": source.layout,
             "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "files": sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()),
         }

@@ -15,9 +15,11 @@ from benchmarks.data import (
     background_photos,
     data_root,
     fetch,
+    font_files,
     foolbox_samples,
     load_austen,
     load_fashion_mnist,
+    ppocr_det_model,
     smollm2_dir,
 )
 from benchmarks.data import packages as packages_module
@@ -30,6 +32,8 @@ LOADERS = {
     "smollm2": smollm2_dir,
     "foolbox-samples": foolbox_samples,
     "mate-backgrounds": background_photos,
+    "fonts": font_files,
+    "ppocr-det": ppocr_det_model,
 }
 
 

@@ -32,7 +32,8 @@ from effinfer_core.atomic import atomic_dir
 
 FOLDER = "quadformer-clutter"
 TEST_BACKGROUNDS = ("Dune", "Storm", "Wood")  # never seen in training
-GENERATOR_VERSION = 1  # bump when the generation code changes what it draws
+GENERATOR_VERSION = 2  # bump when the generation code changes what it draws (2: photos thumbnailed on load)
+PHOTO_MAX_SIDE = 768
 
 
 class DataError(ValueError):
@@ -64,13 +65,16 @@ def _load_photo(path: Path) -> Tensor:
     from PIL import Image
 
     with Image.open(path) as im:
-        return (
-            torch.frombuffer(bytearray(im.convert("RGB").tobytes()), dtype=torch.uint8)
-            .view(im.height, im.width, 3)
-            .permute(2, 0, 1)
-            .float()
-            / 255
-        )
+        photo = im.convert("RGB")
+    # the source keeps full resolution (TextScale renders 2000 px scenes); a 128 px crop needs no more than this
+    photo.thumbnail((PHOTO_MAX_SIDE, PHOTO_MAX_SIDE), Image.Resampling.LANCZOS)
+    return (
+        torch.frombuffer(bytearray(photo.tobytes()), dtype=torch.uint8)
+        .view(photo.height, photo.width, 3)
+        .permute(2, 0, 1)
+        .float()
+        / 255
+    )
 
 
 def _resize(x: Tensor, h: int, w: int) -> Tensor:
