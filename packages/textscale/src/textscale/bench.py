@@ -26,7 +26,7 @@ import torch
 from benchmarks.claims import Claim, Verdict, pair, record
 from benchmarks.registry import Task, TaskContext
 from benchmarks.yardstick import count_flops
-from effinfer_core.run_folder import inputs_hash
+from effinfer_core.run_folder import RunFolder, inputs_hash
 from textscale.evaluate import TestImage, care_quads, load_test_set, map_diagnostics, run_variant, variants
 from textscale.pipeline import AdaptiveConfig, NetFn, detect_adaptive, detect_fixed, detect_oracle
 from textscale.predictor import Page, TextDetector, TorchNet, adaptive_config, post_config
@@ -58,14 +58,16 @@ def _quality(report: dict[str, Any]) -> dict[str, float]:
 
 
 def _model(ctx: TaskContext, cfg: dict[str, Any], root: Path) -> Path:
-    """Train once per (profile config, data set): the file name holds the hash of both."""
-    key = inputs_hash({"model": cfg["model"], "train": cfg["train"], "data": str(root)})[:12]
-    path = ctx.work_dir / f"model-{key}.pt"
-    if not path.exists():
+    """Train once per (profile config, data set): a run-folder step keyed by both (a changed setting trains again,
+    an unchanged rerun reuses the model; a killed training resumes from its checkpoint)."""
+    run = RunFolder(ctx.work_dir / "model")
+    inputs = {"model": cfg["model"], "train": cfg["train"], "data": str(root)}
+    key = inputs_hash(inputs)
+    path = run.path("train/model.pt")
+    if not run.is_done("train", key):
         ctx.log(f"training {cfg['model']['backbone']} for {cfg['train']['steps']} steps")
-        stats = train(
-            cfg, root / "train", path, ckpt_dir=ctx.work_dir / f"ckpt-{key}", resume=True, log=ctx.log
-        )
+        stats = train(cfg, root / "train", path, ckpt_dir=run.path(f"ckpt-{key}"), resume=True, log=ctx.log)
+        run.mark_done("train", inputs, artifacts=[path])
         ctx.log(f"trained: {stats['steps']} steps in {stats['seconds']:.0f} s")
     return path
 
