@@ -71,8 +71,9 @@ def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
-def claims_section(tasks_claims: dict[str, Claim], latest: Records) -> list[str]:
-    """Markdown lines of the claims page, one row per claimed task, from the newest records."""
+def claims_section(tasks_claims: dict[str, Claim], records: dict[str, Records]) -> list[str]:
+    """Markdown lines of the claims page, one row per claimed task; ``records[task]``: one run's newest records of
+    the task and of the tasks its claim ``uses``."""
     if not tasks_claims:
         return []
     lines = [
@@ -86,7 +87,7 @@ def claims_section(tasks_claims: dict[str, Claim], latest: Records) -> list[str]
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for task, claim in sorted(tasks_claims.items()):
-        mine = [r for r in latest if r["task"] in (task, *claim.uses)]
+        mine = records.get(task, [])
         if not any(r["task"] == task for r in mine):
             v = Verdict("not run at this profile", "-", "-", (None, None), (None, None), note="no records")
         else:

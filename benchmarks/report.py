@@ -161,7 +161,13 @@ def _claims(latest: list[dict[str, Any]], claims: dict[str, Claim] | None) -> li
         claims = {t.name: t.claim for t in discover_tasks()[0] if t.claim is not None}
     present = {r["task"] for r in latest}
     claims = {task: claim for task, claim in claims.items() if task in present}
-    return claims_section(claims, [r for task in claims for r in run_records(latest, task)])
+    return claims_section(
+        claims,
+        {
+            task: [r for r in run_records(latest, task) if r["task"] in (task, *c.uses)]
+            for task, c in claims.items()
+        },
+    )
 
 
 def write_report(results_path: Path, out_dir: Path, claims: dict[str, Claim] | None = None) -> Path:

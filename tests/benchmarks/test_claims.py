@@ -57,6 +57,29 @@ def test_a_claim_that_fails_says_so_and_tasks_without_records_are_left_out(tmp_p
     assert "**does not hold**" in text and "other.task" not in text
 
 
+def test_each_judge_sees_its_own_records_once(tmp_path):
+    """Two claimed tasks in one run: each judge gets its task's records (and those it uses), none twice."""
+    seen = {}
+
+    def judge_for(task):
+        def judge(records):
+            seen[task] = sorted((r["task"], r["variant"]) for r in records)
+            return _judge(records)
+
+        return judge
+
+    results = tmp_path / "r.jsonl"
+    recs = [_rec("fast", 0.9, 200.0), _rec("base", 0.9, 100.0), _rec("base", 0.5, 1.0, task="o.t")]
+    results.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    claims = {
+        "m.t": Claim("c", "b", judge_for("m.t")),
+        "o.t": Claim("c", "b", judge_for("o.t"), uses=("m.t",)),
+    }
+    write_report(results, tmp_path, claims=claims)
+    assert seen["m.t"] == [("m.t", "base"), ("m.t", "fast")]
+    assert seen["o.t"] == [("m.t", "base"), ("m.t", "fast"), ("o.t", "base")]
+
+
 def test_a_verdict_must_be_one_of_the_four():
     with pytest.raises(ValueError, match="verdict must be one of"):
         Verdict("sort of", "a", "b", (1.0, 1.0), (1.0, 1.0))
