@@ -48,9 +48,9 @@ def run_austen(ctx: TaskContext, config_path: Path | None = None) -> None:
         data_dir=str(ctx.data_dir) if ctx.data_dir else None,
         trainer={"accelerator": accelerator, "devices": 1},
     )
-    # a task's output fits on a screen: four progress lines per Lightning fit, not twenty
+    # a task's output fits on a screen: two progress lines per Lightning fit (half-way, done), not twenty
     pipe = Pipeline(
-        config, ctx.work_dir / "run", device=str(ctx.device), progress=False, log=ctx.log, progress_lines=4
+        config, ctx.work_dir / "run", device=str(ctx.device), progress=False, log=ctx.log, progress_lines=2
     )
     pipe.run.write_json("config.json", config)  # so `puzzle <stage> --run-dir` and the tools find it
     start = time.perf_counter()
