@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from benchmarks.registry import PROFILES, Task, select_tasks
@@ -55,6 +55,25 @@ def add_bench_arguments(parser: argparse.ArgumentParser, task_names: list[str] |
     parser.add_argument(
         "--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)"
     )
+
+
+def add_bench_command(
+    sub: argparse._SubParsersAction,
+    package: str,
+    tasks: Callable[[argparse.Namespace], list[Task]],
+    description: str,
+    task_names: list[str] | None = None,
+) -> argparse.ArgumentParser:
+    """A package CLI's ``bench`` subcommand: ``tasks(args)`` gives the package's tasks (imported when run, so the
+    CLI starts fast). Returns the parser, for a package's own extra options."""
+    parser = sub.add_parser(
+        "bench",
+        help=f"run {package}'s benchmark tasks with the repo's harness",
+        description=f"{description} Same as `python -m benchmarks run --only {package}`.",
+    )
+    add_bench_arguments(parser, task_names)
+    parser.set_defaults(func=lambda args: run_bench(args, tasks(args)))
+    return parser
 
 
 def run_bench(args: argparse.Namespace, tasks: list[Task], load_errors: Sequence[str] = ()) -> int:

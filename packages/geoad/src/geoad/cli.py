@@ -21,8 +21,6 @@ from geoad.data import NAMED, DataError, load_images
 if TYPE_CHECKING:  # the detector (torch, Lightning) is imported only by the commands that use it
     from geoad.detector import FitConfig
 
-EXIT_USAGE = 2
-
 
 def _add_fit_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and training (defaults: the paper's)")
@@ -229,11 +227,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from benchmarks.bench_command import run_bench
+def _bench_tasks(args: argparse.Namespace) -> list:
     from geoad.bench import tasks
 
-    return run_bench(args, tasks())
+    return tasks()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -338,31 +335,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(ev)
     ev.set_defaults(func=_evaluate, ckpt_dir=None, resume=False)  # evaluate checkpoints each run itself
 
-    from benchmarks.bench_command import add_bench_arguments
+    from benchmarks.bench_command import add_bench_command
     from geoad.bench import TASK_NAMES
 
-    bench = sub.add_parser(
-        "bench",
-        help="run geoad's benchmark tasks with the repo's harness",
-        description="AUROC vs images/s for several transformation sets and the baselines, "
-        "measured with benchmarks.yardstick; same as "
-        "`python -m benchmarks run --only geoad`.",
+    add_bench_command(
+        sub,
+        "geoad",
+        _bench_tasks,
+        "AUROC vs images/s for several transformation sets and the baselines, measured with benchmarks.yardstick.",
+        list(TASK_NAMES),
     )
-    add_bench_arguments(bench, list(TASK_NAMES))
-    bench.set_defaults(func=_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from benchmarks.data import SourceMissingError
+    from effinfer_core.cli import run_command
     from geoad.detector import ArtifactError
 
-    try:
-        return args.func(args)
-    except (DataError, ArtifactError, SourceMissingError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+    return run_command(args, (DataError, ArtifactError, SourceMissingError))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from benchmarks.registry import Task, TaskContext
 if TYPE_CHECKING:
     from puzzle.search import SearchProblem
 
+TASK_NAMES = ("puzzle.austen", "puzzle.mip_speed")
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 

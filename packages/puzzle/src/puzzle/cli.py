@@ -113,15 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
         tool = importlib.import_module(module)
         p = sub.add_parser(name, help=help_text, description=(tool.__doc__ or help_text).split("\n")[0])
         tool.add_arguments(p)
-    from benchmarks.bench_command import add_bench_arguments
-    from puzzle.bench import tasks
+    from benchmarks.bench_command import add_bench_command
+    from puzzle.bench import TASK_NAMES
 
-    bench = sub.add_parser(
-        "bench",
-        help="run the Puzzle benchmark tasks (benchmarks.runner)",
-        description="The Puzzle tasks of the benchmark harness: results, report and a summary.",
+    bench = add_bench_command(
+        sub,
+        "puzzle",
+        _bench_tasks,
+        "The Puzzle tasks of the benchmark harness: results, report and a summary.",
+        list(TASK_NAMES),
     )
-    add_bench_arguments(bench, [t.name for t in tasks()])
     bench.add_argument(
         "--config",
         type=Path,
@@ -153,14 +154,13 @@ def _pipeline(args: argparse.Namespace) -> Pipeline:
     return pipe
 
 
-def _bench(args: argparse.Namespace) -> int:
-    """The harness's one bench command over the Puzzle tasks; its exit status."""
-    from benchmarks.bench_command import run_bench
+def _bench_tasks(args: argparse.Namespace) -> list:
+    """The Puzzle tasks, with ``--config`` in place of configs/<profile>.yaml for puzzle.austen."""
     from puzzle.bench import tasks
 
     if args.config is not None and not args.config.exists():
         raise FileNotFoundError(f"--config {args.config} does not exist")
-    return run_bench(args, tasks(args.config))
+    return tasks(args.config)
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "bench":
-            return _bench(args)
+            return args.func(args)
         if args.command in TOOLS:
             return importlib.import_module(TOOLS[args.command][0]).main(args)
         pipe = _pipeline(args)

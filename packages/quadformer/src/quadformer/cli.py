@@ -221,11 +221,10 @@ def _tokenize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from benchmarks.bench_command import run_bench
+def _bench_tasks(args: argparse.Namespace) -> list:
     from quadformer.bench import tasks
 
-    return run_bench(args, tasks())
+    return tasks()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -301,37 +300,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(tk)
     tk.set_defaults(func=_tokenize)
 
-    from benchmarks.bench_command import add_bench_arguments
+    from benchmarks.bench_command import add_bench_command
 
-    bench = sub.add_parser(
-        "bench",
-        help="quadformer's benchmark tasks with the repo's harness",
-        description="The repo's one bench command (`python -m benchmarks run`), on quadformer's tasks.",
+    add_bench_command(
+        sub,
+        "quadformer",
+        _bench_tasks,
+        "Accuracy against tokens, GFLOPs and images/s for a sweep of token budgets, each scorer, the vanilla ViT and ToMe.",
     )
-    add_bench_arguments(bench)
-    bench.set_defaults(func=_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from benchmarks.data import SourceMissingError
-    from effinfer_core.config import ConfigError
+    from effinfer_core.cli import run_command
     from quadformer.data import DataError
     from quadformer.torch_model import CheckpointError
 
-    try:
-        return args.func(args)
-    except (
-        CheckpointError,
-        ConfigError,
-        DataError,
-        SourceMissingError,
-        FileNotFoundError,
-        ValueError,
-    ) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+    return run_command(args, (CheckpointError, DataError, SourceMissingError))
 
 
 if __name__ == "__main__":

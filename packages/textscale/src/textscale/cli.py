@@ -210,11 +210,10 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from benchmarks.bench_command import run_bench
+def _bench_tasks(args: argparse.Namespace) -> list:
     from textscale.bench import tasks
 
-    return run_bench(args, tasks())
+    return tasks()
 
 
 def _add_inference(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -334,41 +333,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="ONNX file to write")
     p.set_defaults(func=_export)
 
-    from benchmarks.bench_command import add_bench_arguments
+    from benchmarks.bench_command import add_bench_command
 
-    p = sub.add_parser(
-        "bench",
-        help="run the textscale benchmark tasks",
-        description="hmean against images/s and "
-        "pixels processed for adaptive, oracle, fixed scales and PP-OCRv4; same as "
-        "`python -m benchmarks run --only textscale`.",
+    add_bench_command(
+        sub,
+        "textscale",
+        _bench_tasks,
+        "hmean against images/s and pixels processed for adaptive, oracle, fixed scales and PP-OCRv4.",
     )
-    add_bench_arguments(p)
-    p.set_defaults(func=_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from benchmarks.data import SourceMissingError
-    from effinfer_core.config import ConfigError
+    from effinfer_core.cli import run_command
     from textscale.data import DataError
     from textscale.icdar import IcdarFormatError
     from textscale.train import CheckpointError
 
-    try:
-        return args.func(args)
-    except (
-        CheckpointError,
-        DataError,
-        IcdarFormatError,
-        SourceMissingError,
-        ConfigError,
-        FileNotFoundError,
-        ValueError,
-    ) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+    return run_command(args, (CheckpointError, DataError, IcdarFormatError, SourceMissingError))
 
 
 if __name__ == "__main__":
