@@ -8,6 +8,7 @@ found. Exit status: 0 all tasks ran, 1 a task (or a package's task list) failed,
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -60,19 +61,24 @@ def add_bench_arguments(parser: argparse.ArgumentParser, task_names: list[str] |
 def add_bench_command(
     sub: argparse._SubParsersAction,
     package: str,
-    tasks: Callable[[argparse.Namespace], list[Task]],
+    tasks: str | Callable[[argparse.Namespace], list[Task]],
     description: str,
     task_names: list[str] | None = None,
 ) -> argparse.ArgumentParser:
-    """A package CLI's ``bench`` subcommand: ``tasks(args)`` gives the package's tasks (imported when run, so the
-    CLI starts fast). Returns the parser, for a package's own extra options."""
+    """A package CLI's ``bench`` subcommand. ``tasks``: the module whose ``tasks()`` lists the package's tasks
+    (imported when the command runs, so the CLI starts fast), or a function of the parsed arguments for a package
+    whose tasks depend on its own options. Returns the parser, for those options."""
     parser = sub.add_parser(
         "bench",
         help=f"run {package}'s benchmark tasks with the repo's harness",
         description=f"{description} Same as `python -m benchmarks run --only {package}`.",
     )
     add_bench_arguments(parser, task_names)
-    parser.set_defaults(func=lambda args: run_bench(args, tasks(args)))
+
+    def listed(args: argparse.Namespace) -> list[Task]:
+        return importlib.import_module(tasks).tasks() if isinstance(tasks, str) else tasks(args)
+
+    parser.set_defaults(func=lambda args: run_bench(args, listed(args)))
     return parser
 
 

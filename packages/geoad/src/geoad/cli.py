@@ -227,12 +227,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_tasks(args: argparse.Namespace) -> list:
-    from geoad.bench import tasks
-
-    return tasks()
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="geoad", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -341,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_command(
         sub,
         "geoad",
-        _bench_tasks,
+        "geoad.bench",
         "AUROC vs images/s for several transformation sets and the baselines, measured with benchmarks.yardstick.",
         list(TASK_NAMES),
     )

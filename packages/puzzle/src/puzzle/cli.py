@@ -19,10 +19,14 @@ import importlib
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from effinfer_core.trainer import parse_devices
 from puzzle.config import ConfigError, load_config, run_config_path
 from puzzle.pipeline import STAGES, Pipeline, StageNotReadyError
+
+if TYPE_CHECKING:
+    from benchmarks.registry import Task
 
 STAGE_HELP = {
     "library": "build the block library (every variant of every layer, initialised from the parent)",
@@ -154,7 +158,7 @@ def _pipeline(args: argparse.Namespace) -> Pipeline:
     return pipe
 
 
-def _bench_tasks(args: argparse.Namespace) -> list:
+def _bench_tasks(args: argparse.Namespace) -> list[Task]:
     """The Puzzle tasks, with ``--config`` in place of configs/<profile>.yaml for puzzle.austen."""
     from puzzle.bench import tasks
 

@@ -221,12 +221,6 @@ def _tokenize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_tasks(args: argparse.Namespace) -> list:
-    from quadformer.bench import tasks
-
-    return tasks()
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="quadformer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -305,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_command(
         sub,
         "quadformer",
-        _bench_tasks,
+        "quadformer.bench",
         "Accuracy against tokens, GFLOPs and images/s for a sweep of token budgets, each scorer, the vanilla ViT and ToMe.",
     )
     return parser

@@ -40,7 +40,9 @@ class Scorer(nn.Module):
     name: str = "scorer"
 
     def forward(self, images: Tensor, maps: Tensor | None = None) -> Tensor:
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement forward(images, maps) -> [B, H', W']"
+        )
 
 
 def _blurred(images: Tensor, factor: int) -> Tensor:

@@ -210,12 +210,6 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_tasks(args: argparse.Namespace) -> list:
-    from textscale.bench import tasks
-
-    return tasks()
-
-
 def _add_inference(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument(
         "--checkpoint", type=Path, required=required, help="model file written by `textscale train`"
@@ -338,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_command(
         sub,
         "textscale",
-        _bench_tasks,
+        "textscale.bench",
         "hmean against images/s and pixels processed for adaptive, oracle, fixed scales and PP-OCRv4.",
     )
     return parser
