@@ -172,12 +172,14 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from effinfer_core.run_folder import RunFolderMismatchError
     from puzzle.parent import NotLlamaFamilyError
     from puzzle.search import InfeasibleTargetError
+    from puzzle.timing import MachineBusyError
 
     return (
         ConfigError,
         NotLlamaFamilyError,
         RunFolderMismatchError,
         InfeasibleTargetError,
+        MachineBusyError,
         StageNotReadyError,
         SourceMissingError,
         FileNotFoundError,

@@ -51,8 +51,10 @@ DEFAULTS: dict[str, Any] = {
     "score": {"tokens": 32768, "objective": "kl"},
     "scenario": {"batch": 1, "prefill": 128, "decode": 128, "dtype": "float32"},
     # warmup, iters: per whole-generation timing (skeleton, each probe, parent); probes: "subblocks" (each subblock
-    # in its own probe, blocks added up) or "blocks" (each block of the space in its own probe; probes.py)
-    "measure": {"warmup": 1, "iters": 5, "probes": "subblocks"},
+    # in its own probe, blocks added up) or "blocks" (each block of the space in its own probe; probes.py).
+    # check_machine: stop (stages/measure.py) when other processes hold the cores the timing threads need, or when
+    # the parent's timings disagree: their upper quartile over their lower beyond max_spread
+    "measure": {"warmup": 1, "iters": 5, "probes": "subblocks", "check_machine": True, "max_spread": 1.3},
     "targets": ["1.5x"],
     # match_baselines: also a Puzzle child at each baseline's throughput ("puzzle-1.5x-at-shortgpt"): the coarse
     # baselines rarely land on the target, so this is the comparison at equal throughput. match_by "predicted": at
@@ -119,6 +121,11 @@ def validate(config: Mapping[str, Any]) -> None:
     if config["measure"]["probes"] not in PROBES:
         raise ConfigError(
             f"measure.probes must be one of {list(PROBES)}, got {config['measure']['probes']!r}"
+        )
+    if not config["measure"]["max_spread"] > 1:
+        raise ConfigError(
+            f"measure.max_spread must be > 1 (the parent's slow-quartile over fast-quartile timing), "
+            f"got {config['measure']['max_spread']!r}"
         )
     if config["score"]["objective"] not in OBJECTIVES:
         raise ConfigError(

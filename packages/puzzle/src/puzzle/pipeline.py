@@ -61,9 +61,10 @@ STAGE_CONFIG: dict[str, tuple[str, ...]] = {
     "evaluate": ("evaluate", "scenario", "data"),
     "export": (),
 }
-# how a stage runs, not what it writes: a killed run resumed with more frequent checkpoints is the same run
-# (gkd.checkpoint_every predates this and stays hashed, so that distilled run folders keep their children)
-UNHASHED = ("bld.checkpoint_every",)
+# how a stage runs, not what it writes: a killed run resumed with more frequent checkpoints is the same run, and the
+# machine checks only decide whether measure may finish (gkd.checkpoint_every predates this and stays hashed, so that
+# distilled run folders keep their children)
+UNHASHED = ("bld.checkpoint_every", "measure.check_machine", "measure.max_spread")
 
 
 class StageNotReadyError(RuntimeError):

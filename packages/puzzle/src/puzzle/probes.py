@@ -202,8 +202,8 @@ def measure_blocks(
         )
     ref = {k: statistics.median(r["parent"][k] for r in runs.values()) for k in PHASES}
 
-    def scaled(model: str) -> dict[str, float]:
-        out = {
+    def scaled(model: str) -> dict[str, Any]:
+        out: dict[str, Any] = {
             k: statistics.median(r[model][k] * ref[k] / r["parent"][k] for r in runs.values()) for k in PHASES
         }
         out["runtime_ms"] = scenario.runtime_ms(out["prefill_ms"], out["decode_ms"])
@@ -211,6 +211,8 @@ def measure_blocks(
         return out
 
     skeleton_ms, parent_ms = scaled("skeleton"), scaled("parent")
+    # every whole generation of the parent, probe after probe: the measure stage stops when they disagree
+    parent_ms["rounds_ms"] = [t for r in runs.values() for t in r["parent"]["rounds_ms"]]
     measured: dict[str, dict[str, float]] = {}
     for name, block in probed.items():
         if block.attention.no_op and block.ffn.no_op:

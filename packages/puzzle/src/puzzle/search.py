@@ -24,29 +24,47 @@ Decisions (documented here because P-pipe builds on them):
   the solver, so they match `SearchProblem.solution_for`. Should rounding a within-tolerance solver answer
   overshoot a bound (by ~1e-6 of a block), that bound is tightened by the overshoot and the MIP re-solved, so
   returned solutions meet every bound exactly.
-- Solvers run with zero optimality gap (`mip_gap=0`): on an 80 x 16 library CBC takes ~0.1-0.3 s and HiGHS
-  ~0.3-0.7 s here (the puzzle.mip_speed bench task), so exactness costs little.
+- Solvers run with zero optimality gap (`mip_gap=0`). Before the solver, `presolve=True` (the default, with
+  highspy installed) removes dominated variants and, with an LP bound and a greedy incumbent, every variable that
+  cannot be in an optimal solution (`puzzle.mip_presolve`); the answer is the same optimum, found on a much smaller
+  MIP. On a realistic 80 x 16 library this is what keeps every budget under a second (the puzzle.mip_speed task
+  times both side by side).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import math
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import pulp
 
-ScoreSense = Literal["min", "max"]
+from puzzle.mip_presolve import LPBound, dominated, greedy_choice, highspy_available, threshold_slack
+from puzzle.search_problem import (
+    InfeasibleTargetError,
+    ScoreSense,
+    SearchProblem,
+    Solution,
+    runtime_budget_ms,
+)
+
+__all__ = [
+    "DiversityShortfallWarning",
+    "InfeasibleTargetError",
+    "Presolver",
+    "ScoreSense",
+    "SearchProblem",
+    "Solution",
+    "SolverError",
+    "SolverName",
+    "runtime_budget_ms",
+    "solve",
+]
+
 SolverName = Literal["auto", "cbc", "highs"]
-
-
-class InfeasibleTargetError(ValueError):
-    """No choice of variants meets the requested budgets/minimums."""
 
 
 class DiversityShortfallWarning(UserWarning):
@@ -55,179 +73,6 @@ class DiversityShortfallWarning(UserWarning):
 
 class SolverError(RuntimeError):
     """The MIP solver stopped without any feasible solution (e.g. time limit too short)."""
-
-
-@dataclass
-class SearchProblem:
-    """Scores and costs of every (layer, variant) pair, the input of the search.
-
-    variant_names: per layer, the V variant ids (column j of every array is variant_names[i][j]).
-    scores: [L, V] replace-1-block score; np.nan marks an unavailable variant.
-    costs: name -> [L, V] per-block cost (e.g. "runtime_ms", "memory_mib", "params"); np.nan = unavailable.
-    fixed_costs: name -> non-block cost added to every solution's total.
-    score_sense: "min" for KL/loss-like scores, "max" for accuracy-like ones.
-    """
-
-    variant_names: list[list[str]]
-    scores: np.ndarray
-    costs: dict[str, np.ndarray]
-    fixed_costs: dict[str, float] = field(default_factory=dict)
-    score_sense: ScoreSense = "min"
-
-    def __post_init__(self) -> None:
-        self.scores = np.asarray(self.scores, dtype=np.float64)
-        if self.scores.ndim != 2:
-            raise ValueError(f"scores must be a [layers, variants] array, got shape {self.scores.shape}")
-        shape = self.scores.shape
-        if len(self.variant_names) != shape[0] or any(len(n) != shape[1] for n in self.variant_names):
-            raise ValueError(
-                f"variant_names must hold {shape[1]} names for each of the {shape[0]} layers "
-                f"(one per scores column); pad missing variants with a name and a NaN score"
-            )
-        self.costs = {k: np.asarray(v, dtype=np.float64) for k, v in self.costs.items()}
-        for name, arr in self.costs.items():
-            if arr.shape != shape:
-                raise ValueError(f"cost {name!r} has shape {arr.shape}, expected {shape} like scores")
-        unknown = set(self.fixed_costs) - set(self.costs)
-        if unknown:
-            raise ValueError(f"fixed_costs names {sorted(unknown)} are not among costs {sorted(self.costs)}")
-        self.fixed_costs = {k: float(self.fixed_costs.get(k, 0.0)) for k in self.costs}
-        if self.score_sense not in ("min", "max"):
-            raise ValueError(f"score_sense must be 'min' or 'max', got {self.score_sense!r}")
-        empty = np.flatnonzero(~self.available.any(axis=1))
-        if empty.size:
-            raise ValueError(
-                f"layers {empty.tolist()} have no available variant (all scores/costs NaN); "
-                "score at least the parent block of every layer"
-            )
-
-    @property
-    def num_layers(self) -> int:
-        return self.scores.shape[0]
-
-    @property
-    def num_variants(self) -> int:
-        return self.scores.shape[1]
-
-    @property
-    def available(self) -> np.ndarray:
-        """[L, V] bool: score and every cost are finite."""
-        ok = np.isfinite(self.scores)
-        for arr in self.costs.values():
-            ok &= np.isfinite(arr)
-        return ok
-
-    def cost_range(self, name: str) -> tuple[float, float]:
-        """(cheapest, dearest) achievable total of one cost: fixed + sum_i min_j / max_j c[i, j]."""
-        arr = self.costs[name]
-        avail = self.available
-        lo = np.where(avail, arr, np.inf).min(axis=1).sum()
-        hi = np.where(avail, arr, -np.inf).max(axis=1).sum()
-        fixed = self.fixed_costs[name]
-        return float(lo + fixed), float(hi + fixed)
-
-    def without(self, patterns: Sequence[str]) -> SearchProblem:
-        """A copy in which the variants whose name matches one of the glob `patterns` are unavailable (for example
-        "linear+*": linear attention with any FFN). Raises ValueError when a pattern matches no variant or a layer is
-        left with none."""
-        excluded = np.zeros(self.scores.shape, dtype=bool)
-        for pattern in patterns:
-            hit = np.array([[fnmatch.fnmatchcase(n, pattern) for n in row] for row in self.variant_names])
-            if not (hit & self.available).any():
-                names = {
-                    n
-                    for row, ok in zip(self.variant_names, self.available, strict=True)
-                    for n, a in zip(row, ok, strict=True)
-                    if a
-                }
-                raise ValueError(
-                    f"exclusion pattern {pattern!r} matches none of the available variants "
-                    f"({', '.join(sorted(names))})"
-                )
-            excluded |= hit
-        return SearchProblem(
-            self.variant_names,
-            np.where(excluded, np.nan, self.scores),
-            self.costs,
-            self.fixed_costs,
-            self.score_sense,
-        )
-
-    def solution_for(self, choice: Sequence[int], **extra: Any) -> Solution:
-        """Evaluate a choice (variant index per layer): objective = sum_i s[i, c_i], totals incl. fixed costs."""
-        c = np.asarray(choice, dtype=np.int64)
-        if c.shape != (self.num_layers,) or c.min() < 0 or c.max() >= self.num_variants:
-            raise ValueError(f"choice must hold one variant index in [0, {self.num_variants}) per layer")
-        rows = np.arange(self.num_layers)
-        if not self.available[rows, c].all():
-            bad = rows[~self.available[rows, c]].tolist()
-            raise ValueError(f"choice uses unavailable (NaN) variants in layers {bad}")
-        costs = {k: float(v[rows, c].sum() + self.fixed_costs[k]) for k, v in self.costs.items()}
-        return Solution(
-            choice=c.tolist(),
-            objective=float(self.scores[rows, c].sum()),
-            costs=costs,
-            names=[self.variant_names[i][j] for i, j in zip(rows, c, strict=True)],
-            **extra,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (NaN -> None)."""
-
-        def enc(a: np.ndarray) -> list[list[float | None]]:
-            return [[None if math.isnan(v) else v for v in row] for row in a.tolist()]
-
-        return {
-            "variant_names": self.variant_names,
-            "scores": enc(self.scores),
-            "costs": {k: enc(v) for k, v in self.costs.items()},
-            "fixed_costs": self.fixed_costs,
-            "score_sense": self.score_sense,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> SearchProblem:
-        def dec(rows: list[list[float | None]]) -> np.ndarray:
-            return np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=np.float64)
-
-        return cls(
-            variant_names=[list(n) for n in d["variant_names"]],
-            scores=dec(d["scores"]),
-            costs={k: dec(v) for k, v in d["costs"].items()},
-            fixed_costs=dict(d.get("fixed_costs", {})),
-            score_sense=d.get("score_sense", "min"),
-        )
-
-
-@dataclass
-class Solution:
-    """One architecture: variant index per layer, its total score and its total costs (fixed included)."""
-
-    choice: list[int]
-    objective: float
-    costs: dict[str, float]
-    names: list[str] = field(default_factory=list)
-    budgets: dict[str, float] = field(default_factory=dict)
-    minimums: dict[str, float] = field(default_factory=dict)
-    optimal: bool = True  # False when the solver stopped on its time limit with a feasible, unproven solution
-    solver: str = ""
-    solve_time_s: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Solution:
-        return cls(**d)
-
-
-def runtime_budget_ms(target_tokens_per_s: float, batch: int, gen_len: int) -> float:
-    """Runtime budget for a throughput target: batch * gen_len tokens in 1000 * batch * gen_len / target ms."""
-    if target_tokens_per_s <= 0 or batch <= 0 or gen_len <= 0:
-        raise ValueError(
-            f"target_tokens_per_s, batch and gen_len must be positive, got {target_tokens_per_s}, {batch}, {gen_len}"
-        )
-    return 1000.0 * batch * gen_len / target_tokens_per_s
 
 
 def _solver(name: SolverName, time_limit_s: float, mip_gap: float) -> tuple[pulp.LpSolver, str]:
@@ -297,6 +142,24 @@ def _binary(prob: pulp.LpProblem, name: str) -> pulp.LpVariable:
     return pulp.LpVariable(name, cat=pulp.LpBinary)
 
 
+class Presolver:
+    """The budget-independent part of the presolve for one problem and one set of bounded costs: the dominated
+    variants and the LP model (`puzzle.mip_presolve`). `sweep` keeps one across budgets; `solve` makes its own."""
+
+    def __init__(
+        self, problem: SearchProblem, budget_costs: Sequence[str], minimum_costs: Sequence[str] = ()
+    ):
+        self.problem = problem
+        self.key = (tuple(sorted(budget_costs)), tuple(sorted(minimum_costs)))
+        self.keep = problem.available & ~dominated(problem, budget_costs, minimum_costs)
+        self.lp = LPBound(problem, self.keep, sorted(set(budget_costs) | set(minimum_costs)))
+
+    def matches(
+        self, problem: SearchProblem, budgets: Mapping[str, float], minimums: Mapping[str, float]
+    ) -> bool:
+        return problem is self.problem and self.key == (tuple(sorted(budgets)), tuple(sorted(minimums)))
+
+
 def solve(
     problem: SearchProblem,
     *,
@@ -307,25 +170,160 @@ def solve(
     solver: SolverName = "auto",
     time_limit_s: float = 60.0,
     mip_gap: float = 0.0,
+    presolve: bool = True,
+    presolver: Presolver | None = None,
+    incumbent: Sequence[int] | None = None,
 ) -> list[Solution]:
     """Solve the Puzzle MIP (see module docstring) and return up to `num_solutions` solutions, best first.
 
     budgets / minimums bound the TOTAL of each named cost (fixed costs included). Every further solution differs
-    from all earlier ones in at least `diversity` layers. solver: "auto" = CBC (faster here than HiGHS,
-    which "highs" selects when highspy is installed). time_limit_s applies to each solve. Raises InfeasibleTargetError when not even one solution exists.
+    from all earlier ones in at least `diversity` layers. solver: "auto" = CBC (or HiGHS, which "highs" selects
+    when highspy is installed). time_limit_s applies to each solve. presolve: reduce the MIP first (exact; needs
+    highspy, else the plain MIP is solved); `presolver` reuses that work across calls on one problem, `incumbent`
+    (a feasible choice, e.g. the previous budget's in an ascending sweep) tightens it. Raises InfeasibleTargetError
+    when not even one solution exists.
     """
     minimums = dict(minimums or {})
     budgets = dict(budgets)
-    L = problem.num_layers
     if num_solutions < 1:
         raise ValueError(f"num_solutions must be >= 1, got {num_solutions}")
-    if not 1 <= diversity <= L:
+    if not 1 <= diversity <= problem.num_layers:
         raise ValueError(
-            f"diversity must be in [1, {L}] (number of layers that must differ), got {diversity}"
+            f"diversity must be in [1, {problem.num_layers}] (number of layers that must differ), got {diversity}"
         )
     _check_targets(problem, budgets, minimums)
-    lp_solver, solver_name = _solver(solver, time_limit_s, mip_gap)
+    mip = dict(solver=solver, time_limit_s=time_limit_s, mip_gap=mip_gap, diversity=diversity)
+    bounded = set(budgets) | set(minimums)
+    if not (presolve and bounded and mip_gap == 0.0 and highspy_available()):
+        return _solve_plain(problem, budgets, minimums, num_solutions, **mip)
+    start = time.perf_counter()
+    if presolver is None or not presolver.matches(problem, budgets, minimums):
+        presolver = Presolver(problem, list(budgets), list(minimums))
+    bound = presolver.lp.solve(budgets, minimums)
+    if bound is None:  # the LP relaxation is infeasible, so is the MIP: the plain path words the error
+        return _solve_plain(problem, budgets, minimums, num_solutions, **mip)
+    z_lp, lower = bound
+    sign = 1.0 if problem.score_sense == "min" else -1.0  # the presolve works on lower-is-better scores
+    best = math.inf
+    for choice in (incumbent, None if minimums else greedy_choice(problem, presolver.keep, budgets)):
+        if choice is not None and _fits(problem, choice, budgets, minimums):
+            best = min(best, sign * problem.solution_for(list(choice)).objective)
+    solutions: list[Solution] = []
+    while len(solutions) < num_solutions:
+        # U: an upper bound on this solution's (lower-is-better) objective; widened until the reduced MIP proves it
+        step = max(best - z_lp, threshold_slack(z_lp)) if math.isfinite(best) else math.inf
+        upper = best if not solutions else sign * solutions[-1].objective + step
+        while True:
+            # dominance is exact for the best solution only: a later one may need a dominated variant to differ
+            base = presolver.keep if not solutions else problem.available
+            keep = base & (lower <= upper + threshold_slack(upper))
+            sol = _solve_reduced(problem, keep, budgets, minimums, solutions, mip)
+            if math.isinf(upper) or (
+                sol is not None and sign * sol.objective <= upper + threshold_slack(upper)
+            ):
+                break
+            step *= 4
+            upper = upper + step if step < 1e3 * (abs(z_lp) + 1) else math.inf
+        if sol is None:
+            if not solutions:  # U = inf: nothing was left out, so the full MIP is infeasible
+                raise InfeasibleTargetError(
+                    _infeasible_message(
+                        problem, budgets, minimums, "each bound is reachable alone, not together"
+                    )
+                )
+            _warn_shortfall(len(solutions), num_solutions, diversity)
+            break
+        solutions.append(sol)
+    elapsed = time.perf_counter() - start  # the presolve's share is in the first solution's time
+    solutions[0].solve_time_s = elapsed - sum(s.solve_time_s for s in solutions[1:])
+    return solutions
 
+
+def _fits(
+    problem: SearchProblem, choice: Sequence[int], budgets: Mapping[str, float], minimums: Mapping[str, float]
+) -> bool:
+    rows = np.arange(problem.num_layers)
+    c = np.asarray(choice)
+    if not problem.available[rows, c].all():
+        return False
+    total = {
+        k: problem.costs[k][rows, c].sum() + problem.fixed_costs[k] for k in set(budgets) | set(minimums)
+    }
+    return all(total[k] <= b for k, b in budgets.items()) and all(total[k] >= m for k, m in minimums.items())
+
+
+def _solve_reduced(
+    problem: SearchProblem,
+    keep: np.ndarray,
+    budgets: Mapping[str, float],
+    minimums: Mapping[str, float],
+    earlier: Sequence[Solution],
+    mip: Mapping,
+) -> Solution | None:
+    """The MIP over the `keep` variants (the others NaN), differing from `earlier`; None when it has no solution."""
+    if not keep.any(axis=1).all():
+        return None
+    reduced = SearchProblem(
+        problem.variant_names,
+        np.where(keep, problem.scores, np.nan),
+        problem.costs,
+        problem.fixed_costs,
+        problem.score_sense,
+    )
+    try:
+        _check_targets(reduced, budgets, minimums)
+        return _solve_one(reduced, budgets, minimums, [s.choice for s in earlier], **mip)
+    except InfeasibleTargetError:
+        return None
+
+
+def _solve_plain(
+    problem: SearchProblem,
+    budgets: Mapping[str, float],
+    minimums: Mapping[str, float],
+    num_solutions: int,
+    **mip,
+) -> list[Solution]:
+    """The MIP as stated, one solution after another, each differing from the earlier ones."""
+    solutions: list[Solution] = []
+    while len(solutions) < num_solutions:
+        try:
+            sol = _solve_one(problem, budgets, minimums, [s.choice for s in solutions], **mip)
+        except InfeasibleTargetError:
+            if not solutions:
+                raise
+            sol = None
+        if sol is None:
+            _warn_shortfall(len(solutions), num_solutions, mip["diversity"])
+            break
+        solutions.append(sol)
+    return solutions
+
+
+def _warn_shortfall(found: int, wanted: int, diversity: int) -> None:
+    warnings.warn(
+        f"only {found} of {wanted} solutions differ pairwise in >= {diversity} layers within the budgets; "
+        "returning those",
+        DiversityShortfallWarning,
+        stacklevel=3,
+    )
+
+
+def _solve_one(
+    problem: SearchProblem,
+    budgets: Mapping[str, float],
+    minimums: Mapping[str, float],
+    earlier: Sequence[Sequence[int]],
+    *,
+    solver: SolverName,
+    time_limit_s: float,
+    mip_gap: float,
+    diversity: int,
+) -> Solution | None:
+    """One MIP solve: the best solution sharing at most L - diversity (layer, variant) pairs with each of `earlier`.
+    Raises InfeasibleTargetError when there is none and `earlier` is empty; None when there is none otherwise."""
+    L = problem.num_layers
+    lp_solver, solver_name = _solver(solver, time_limit_s, mip_gap)
     # One binary per available (layer, variant), row-major, so each layer's variables are contiguous.
     avail = problem.available
     var_at = np.full(avail.shape, -1, dtype=np.int64)
@@ -341,7 +339,12 @@ def solve(
         coefs[name] = (c / scales[name]).tolist()
     # repair margin after a tolerance-sized overshoot (original units)
     tighten = dict.fromkeys(constrained, 0.0)
-    cuts: list[list[int]] = []
+    rows = np.arange(L)
+    # an earlier solution that uses a variant left out here shares fewer pairs: its cut only counts those present
+    cuts = [
+        [int(var_at[i, j]) for i, j in zip(rows, choice, strict=True) if var_at[i, j] >= 0]
+        for choice in earlier
+    ]
     sense = pulp.LpMinimize if problem.score_sense == "min" else pulp.LpMaximize
 
     def build() -> tuple[pulp.LpProblem, list[pulp.LpVariable]]:
@@ -354,54 +357,37 @@ def solve(
             )
         for name in constrained:
             fixed, scale = problem.fixed_costs[name], scales[name]
+            expr = pulp.LpAffineExpression(zip(x, coefs[name], strict=True))
             if name in budgets:
                 rhs = (budgets[name] - fixed - tighten[name]) / scale
-                prob += pulp.LpConstraint(
-                    pulp.LpAffineExpression(zip(x, coefs[name], strict=True)),
-                    pulp.LpConstraintLE,
-                    f"budget_{name}",
-                    rhs,
-                )
+                prob += pulp.LpConstraint(expr, pulp.LpConstraintLE, f"budget_{name}", rhs)
             if name in minimums:
                 rhs = (minimums[name] - fixed + tighten[name]) / scale
-                prob += pulp.LpConstraint(
-                    pulp.LpAffineExpression(zip(x, coefs[name], strict=True)),
-                    pulp.LpConstraintGE,
-                    f"minimum_{name}",
-                    rhs,
-                )
+                prob += pulp.LpConstraint(expr, pulp.LpConstraintGE, f"minimum_{name}", rhs)
         # Diversity: the next solution shares at most L - d of each earlier one's (layer, variant) pairs.
         for n, cut in enumerate(cuts):
-            prob += pulp.LpConstraint(
-                pulp.LpAffineExpression((x[k], 1.0) for k in cut),
-                pulp.LpConstraintLE,
-                f"diverse_{n}",
-                float(L - diversity),
-            )
+            if len(cut) > L - diversity:
+                prob += pulp.LpConstraint(
+                    pulp.LpAffineExpression((x[k], 1.0) for k in cut),
+                    pulp.LpConstraintLE,
+                    f"diverse_{n}",
+                    float(L - diversity),
+                )
         return prob, x
 
-    rows = np.arange(L)
-    solutions: list[Solution] = []
-    repairs = 0
-    while len(solutions) < num_solutions:
+    for _repair in range(6):
         prob, x = build()
         t0 = time.perf_counter()
         prob.solve(lp_solver)
         elapsed = time.perf_counter() - t0
         if prob.status == pulp.LpStatusInfeasible or prob.sol_status == pulp.LpSolutionInfeasible:
-            if not solutions:
+            if not earlier:
                 raise InfeasibleTargetError(
                     _infeasible_message(
                         problem, budgets, minimums, "each bound is reachable alone, not together"
                     )
                 )
-            warnings.warn(
-                f"only {len(solutions)} of {num_solutions} solutions differ pairwise in >= {diversity} layers "
-                "within the budgets; returning those",
-                DiversityShortfallWarning,
-                stacklevel=2,
-            )
-            break
+            return None
         if prob.sol_status not in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
             raise SolverError(
                 f"{solver_name} found no feasible solution within time_limit_s={time_limit_s} "
@@ -411,8 +397,8 @@ def solve(
         choice = np.where(avail, values[np.maximum(var_at, 0)], -np.inf).argmax(axis=1)
         sol = problem.solution_for(
             choice.tolist(),
-            budgets=budgets,
-            minimums=minimums,
+            budgets=dict(budgets),
+            minimums=dict(minimums),
             optimal=prob.sol_status == pulp.LpSolutionOptimal,
             solver=solver_name,
             solve_time_s=elapsed,
@@ -421,13 +407,8 @@ def solve(
         # bound that equals a child's total is met, whatever order float addition took (misses of 1e-15 ms are not).
         miss = {k: sol.costs[k] - b for k, b in budgets.items() if sol.costs[k] > b + 1e-12 * abs(b)}
         miss |= {k: m - sol.costs[k] for k, m in minimums.items() if sol.costs[k] < m - 1e-12 * abs(m)}
-        if miss:
-            repairs += 1
-            if repairs > 5:
-                raise SolverError(f"{solver_name} keeps returning solutions outside the bounds by {miss}")
-            for k, v in miss.items():
-                tighten[k] += 2 * v + 1e-12 * scales[k]
-            continue
-        solutions.append(sol)
-        cuts.append(var_at[rows, choice].tolist())
-    return solutions
+        if not miss:
+            return sol
+        for k, v in miss.items():
+            tighten[k] += 2 * v + 1e-12 * scales[k]
+    raise SolverError(f"{solver_name} keeps returning solutions outside the bounds by {miss}")

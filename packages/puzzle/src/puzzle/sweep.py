@@ -12,7 +12,15 @@ from typing import Literal
 
 import numpy as np
 
-from puzzle.search import InfeasibleTargetError, ScoreSense, SearchProblem, Solution, SolverName, solve
+from puzzle.search import (
+    InfeasibleTargetError,
+    Presolver,
+    ScoreSense,
+    SearchProblem,
+    Solution,
+    SolverName,
+    solve,
+)
 
 
 def sweep(
@@ -24,12 +32,27 @@ def sweep(
     time_limit_s: float = 60.0,
     on_infeasible: Literal["skip", "raise"] = "skip",
 ) -> list[Solution]:
-    """Best solution for each budget dict, in the given order; infeasible budgets are skipped with a warning."""
+    """Best solution for each budget dict, in the given order; infeasible budgets are skipped with a warning.
+
+    The budgets share one presolve (dominated variants, the LP model re-solved from its last basis) when they bound
+    the same costs, and each budget's search starts from the previous budget's child when that one still fits (so
+    ascending budgets, as a Pareto sweep takes them, hand each search a good incumbent)."""
     out: list[Solution] = []
+    presolver: Presolver | None = None
     for budgets in budgets_list:
+        if presolver is None or not presolver.matches(problem, budgets, minimums or {}):
+            presolver = Presolver(problem, list(budgets), list(minimums or {}))
         try:
             out.extend(
-                solve(problem, budgets=budgets, minimums=minimums, solver=solver, time_limit_s=time_limit_s)
+                solve(
+                    problem,
+                    budgets=budgets,
+                    minimums=minimums,
+                    solver=solver,
+                    time_limit_s=time_limit_s,
+                    presolver=presolver,
+                    incumbent=out[-1].choice if out else None,
+                )
             )
         except InfeasibleTargetError as e:
             if on_infeasible == "raise":

@@ -1,11 +1,49 @@
-"""A synthetic block library shaped like the published 70B one, to exercise and time the search without a model
-(tests, the `puzzle.mip_speed` bench task, the micro-benchmarks)."""
+"""Block libraries to exercise and time the search without a model (tests, the `puzzle.mip_speed` bench task, the
+micro-benchmarks): `realistic_problem`, tiled from a real measured library, and `synthetic_problem`, independent
+random numbers shaped like the published 70B library.
+
+Real libraries are much harder for a MIP than independent random numbers: a cheaper block scores worse, so many
+mixes of blocks land within a hair of each other at a given budget. `realistic_problem` keeps that correlation.
+"""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 
 from puzzle.search import SearchProblem
+
+# search/problem.json of this repo's SmolLM2-135M run (30 layers x 16 blocks: attention {kv3, kv1, linear, no_op}
+# x FFN {1536, 768, 384, no_op}; replace-1-block KL after BLD, costs measured on the 2-core CPU). How it was made:
+# docs/results.md, "The realistic MIP library".
+REAL_LIBRARY = Path(__file__).with_name("libraries") / "smollm2-135m-16.json"
+
+
+def realistic_problem(layers: int = 80, seed: int = 0, library: Path = REAL_LIBRARY) -> SearchProblem:
+    """A real measured library stretched to `layers` layers: layer i takes the blocks of real layer
+    round(i * (L_real - 1) / (layers - 1)), so the sensitive first and last layers stay at the ends; each layer's
+    scores are scaled by its own factor (lognormal, sigma 0.3) and each block's by a little more (sigma 0.1), and
+    measured runtimes get a 3% per-block spread, as between the layers of one real library. Params and memory are
+    structural and stay as they are. Deterministic in `seed`."""
+    real = SearchProblem.from_dict(json.loads(library.read_text()))
+    if layers < 2:
+        raise ValueError(f"layers must be >= 2, got {layers}")
+    rng = np.random.default_rng(seed)
+    source = np.rint(np.arange(layers) * (real.num_layers - 1) / (layers - 1)).astype(int)
+    shape = (layers, real.num_variants)
+    scores = real.scores[source] * rng.lognormal(0.0, 0.3, (layers, 1)) * rng.lognormal(0.0, 0.1, shape)
+    costs = {k: v[source].copy() for k, v in real.costs.items()}
+    costs["runtime_ms"] *= 1 + 0.03 * rng.standard_normal(shape)
+    return SearchProblem(
+        variant_names=[real.variant_names[i] for i in source],
+        scores=scores,
+        costs=costs,
+        fixed_costs=real.fixed_costs,
+        score_sense=real.score_sense,
+    )
+
 
 # Synthetic library shaped like the published 70B one: 6 attention x 9 FFN subblock kinds, KL-like scores.
 _ATTN = [

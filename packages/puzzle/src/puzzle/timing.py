@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 import statistics
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
@@ -125,3 +125,14 @@ def measure_generation(
 ) -> dict:
     """`measure_generations` of one model."""
     return measure_generations({"model": model}, scenario, device=device, warmup=warmup, iters=iters)["model"]
+
+
+class MachineBusyError(RuntimeError):
+    """Timings taken now would be wrong: other processes hold the cores, or repeated timings disagree."""
+
+
+def timing_spread(rounds_ms: Sequence[float]) -> float:
+    """Upper quartile over lower quartile of repeated timings of one model: about 1.05 on a quiet machine; a
+    machine whose speed jumps while it measures gives far more."""
+    q25, _, q75 = statistics.quantiles(rounds_ms, n=4, method="inclusive")
+    return q75 / q25 if q25 > 0 else float("inf")

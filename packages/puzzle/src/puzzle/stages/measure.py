@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from benchmarks.yardstick import device_name
+from effinfer_core.machine import sample_load
 from effinfer_core.run_folder import inputs_hash
 from puzzle.costs import CostTable
 from puzzle.probes import build_cost_table
+from puzzle.timing import MachineBusyError, timing_spread
 
 if TYPE_CHECKING:
     from puzzle.pipeline import Pipeline
@@ -20,8 +22,10 @@ def run(pipe: Pipeline, h: str) -> dict[str, Any]:
     from puzzle.modeling_decilm import build_attention_block, build_ffn_block
     from puzzle.parent import load_parent
 
-    parent, _ = load_parent(pipe.parent_path)  # a fresh copy: measuring casts it to the scenario dtype
     mcfg = pipe.config["measure"]
+    if mcfg["check_machine"]:
+        check_load(pipe)
+    parent, _ = load_parent(pipe.parent_path)  # a fresh copy: measuring casts it to the scenario dtype
     table = build_cost_table(
         parent,
         pipe.attention_variants(),
@@ -35,8 +39,10 @@ def run(pipe: Pipeline, h: str) -> dict[str, Any]:
         iters=mcfg["iters"],
         progress=pipe.progress,
     )
-    pipe.run.write_json("measure/costs.json", {**table.to_dict(), "device_name": device_name(pipe.device)})
     cal = table.calibration
+    if mcfg["check_machine"]:  # before costs.json is written: a distorted table must not reach the search
+        check_spread(cal["parent_measured"]["rounds_ms"], mcfg["max_spread"], torch.get_num_threads())
+    pipe.run.write_json("measure/costs.json", {**table.to_dict(), "device_name": device_name(pipe.device)})
     notes = [
         f"parent {cal['parent_measured']['tokens_per_s']:.1f} tokens/s measured",
         f"skeleton (all blocks no-op) {table.skeleton['tokens_per_s']:.1f} tokens/s",
@@ -53,6 +59,32 @@ def run(pipe: Pipeline, h: str) -> dict[str, Any]:
         )
     pipe.log("[measure] " + "; ".join(notes))
     return {}
+
+
+def check_load(pipe: Pipeline) -> None:
+    """Stop before timing when other processes hold the cores this process's threads need (CPU only)."""
+    if pipe.device.type != "cpu":
+        return
+    load = sample_load(torch.get_num_threads())
+    pipe.log(f"[measure] {load.describe()}")
+    if load.busy:
+        raise MachineBusyError(
+            f"{load.describe()}: block costs timed now would be distorted, and every budget computed from them "
+            f"wrong (a child that misses its speed-up); {load.advice()}. To measure anyway, set "
+            "measure.check_machine: false"
+        )
+
+
+def check_spread(rounds_ms: list[float], max_spread: float, threads: int) -> None:
+    """Stop when the parent's repeated timings disagree beyond `max_spread` (an unstable machine)."""
+    spread = timing_spread(rounds_ms)
+    if spread > max_spread:
+        raise MachineBusyError(
+            f"the parent's {len(rounds_ms)} timings disagree: the slowest quarter took {spread:.2f}x the fastest "
+            f"quarter (at most {max_spread:g} is trusted), so the machine's speed changed while it measured and "
+            f"the block costs cannot be trusted. Nothing was written; measure again on an idle machine, with "
+            f"fewer threads than the {threads} used (--threads), or raise measure.max_spread"
+        )
 
 
 def cost_table(pipe: Pipeline) -> CostTable:
