@@ -205,6 +205,12 @@ BAD = {
         "held-out set 'short' has 7 tokens; its score and test halves need at least "
         "2 x batch_size x seq_len = 2 x 2 x 16 = 64",
     ),
+    "short train": (
+        "train",
+        "t.txt",
+        "Sir Walter Elliot",
+        "data.train has 4 tokens; one batch needs batch_size x seq_len = 2 x 16 = 32",
+    ),
     "missing path": ("train", None, None, "nowhere.jsonl does not exist"),
     "unknown suffix": ("train", "c.csv", "a,b\n", "cannot tell the format"),
 }
@@ -224,6 +230,18 @@ def test_bad_input_stops_before_any_stage(case, tmp_path, corpus):
         _pipeline(corpus(**data), run)
     assert needle in str(err.value)
     assert not run.exists() or not any(run.iterdir())  # nothing written: no tokens, no manifest
+
+
+def test_a_key_left_out_falls_back_to_austen(tmp_path, corpus, austen_texts, chat_tokenizer):
+    from puzzle.data import AustenDataModule
+
+    config = load_config(corpus())
+    del config["data"]["train"]  # the user's held-out sets, Austen's training text
+    pipe = Pipeline(config, tmp_path / "run", texts=austen_texts, progress=False, log=lambda m: None)
+    austen = AustenDataModule(chat_tokenizer, seq_len=16, batch_size=2, texts=austen_texts)
+    austen.setup()
+    assert np.array_equal(pipe.datamodule().train_chunks, austen.train_chunks)
+    assert pipe.datamodule().heldout_names == ["novel", "chat"]
 
 
 def test_chat_needs_a_chat_template(tmp_path, corpus, tiny_parent):
