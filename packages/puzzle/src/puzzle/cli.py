@@ -9,7 +9,7 @@ and three tools that read a run folder or a config.
     puzzle cost-model-check configs/quick.yaml --children 8     # both cost models against random timed children
 
 Bad input (a parent that is not Llama-family, a search space that does not fit it, an unreachable throughput
-target, a run folder of another parent, a malformed config) prints `error: ...` to stderr and exits with 2.
+target, a run folder of another parent, a malformed config, a text source that cannot be used) prints `error: ...` to stderr and exits with 2.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 STAGE_HELP = {
     "library": "build the block library (every variant of every layer, initialised from the parent)",
     "bld": "blockwise local distillation of every library variant (Lightning)",
-    "score": "replace-1-block scores (KL to the parent, LM loss, top-1 agreement) on held-out Persuasion",
+    "score": "replace-1-block scores (KL to the parent, LM loss, top-1 agreement) on held-out text (Persuasion, "
+    "or data.score_on's score half)",
     "measure": "measure every subblock variant's prefill/decode time, params and memory for the scenario",
     "search": "MIP per throughput target, plus the uniform-shrink and ShortGPT baselines",
     "realize": "assemble each chosen architecture into a heterogeneous child model",

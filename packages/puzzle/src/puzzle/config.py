@@ -8,10 +8,13 @@ Targets: "1.5x" = 1.5 times the parent's measured tokens/s in the scenario; a nu
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from effinfer_core import config as core_config
 from effinfer_core.config import ConfigError
@@ -34,7 +37,10 @@ DEFAULTS: dict[str, Any] = {
     "parent": None,  # a local HF Llama-family folder; None = benchmarks.data.smollm2_dir()
     "data_dir": None,
     "seed": 0,
-    "data": {"seq_len": 256, "batch_size": 8},
+    # train / heldout: the user's text (text_sources.py); left out = Austen, and then left out of the config too, so
+    # the stage hashes of Austen runs are what they were before these keys. score_on: the held-out set whose score
+    # half the search scores on; null = the first one the file names (recorded by name: JSON sorts the keys)
+    "data": {"seq_len": 256, "batch_size": 8, "train": None, "heldout": {}, "score_on": None},
     "search_space": {
         "kv_heads": [3, 1],
         "ffn_fractions": [1.0, 0.75, 0.5, 0.25],
@@ -98,15 +104,69 @@ OBJECTIVES: dict[str, ScoreSense] = {"kl": "min", "lm_loss": "min", "top1_agreem
 MATCH_BY = ("predicted", "measured")  # search.match_by: how a Puzzle twin is put at a baseline's throughput
 
 
+REPLACE_WHOLE = (
+    "search_space",
+    "heldout",
+)  # taken whole from the file that sets them (their owners check keys)
+
+
 def load_config(source: str | Path | Mapping[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
     """DEFAULTS updated by a YAML/JSON file (or mapping) and then by `overrides` (None values ignored), checked.
 
     A file may name a base config with `extends: other.yaml`; its own keys override the base's (mappings merge key
-    by key, as over DEFAULTS).
+    by key, as over DEFAULTS). The paths of `data.train` and `data.heldout` are made absolute: relative to the file
+    that names them (to the working directory for a mapping), so a run folder's config.json works from anywhere.
     """
-    config = core_config.load_config(source, DEFAULTS, overrides, replace_whole=("search_space",))
+    if source is None or isinstance(source, Mapping):
+        layers = [_absolute_sources(source or {}, Path.cwd())]
+    else:
+        layers = [_absolute_sources(layer, folder) for folder, layer in _file_layers(Path(source))]
+    config = core_config.load_config(None, DEFAULTS)
+    for layer in [*layers, {k: v for k, v in overrides.items() if v is not None}]:
+        config = core_config.merge(config, layer, whole=frozenset(REPLACE_WHOLE))
+    data = config["data"]
+    if data["heldout"] and data["score_on"] is None and isinstance(data["heldout"], Mapping):
+        data["score_on"] = next(iter(data["heldout"]))
+    for key, empty in (("train", None), ("heldout", {}), ("score_on", None)):
+        if data[key] == empty:
+            del data[key]
     validate(config)
     return config
+
+
+def _file_layers(path: Path) -> list[tuple[Path, Mapping[str, Any]]]:
+    """(folder of the file, its keys) for a config file and each file it `extends`, base first."""
+    layers = core_config.config_layers(path)  # reads, checks and detects cycles; the folders are found below
+    folders, current = [], path.resolve()
+    for _ in layers:
+        folders.append(current.parent)
+        text = current.read_text()
+        own = json.loads(text) if current.suffix == ".json" else yaml.safe_load(text) or {}
+        if own.get("extends") is None:
+            break
+        current = (current.parent / own["extends"]).resolve()
+    return list(zip(reversed(folders), layers, strict=True))
+
+
+def _absolute_sources(layer: Mapping[str, Any], folder: Path) -> Mapping[str, Any]:
+    """`layer` with the relative paths of its data sources joined to `folder`."""
+    data = layer.get("data")
+    if not isinstance(data, Mapping):
+        return layer
+
+    def absolute(spec: Any) -> Any:
+        if isinstance(spec, str):
+            return str(folder / Path(spec).expanduser())
+        if isinstance(spec, Mapping) and isinstance(spec.get("path"), str):
+            return {**spec, "path": str(folder / Path(spec["path"]).expanduser())}
+        return spec  # malformed: validate says what is wrong
+
+    data = dict(data)
+    if "train" in data:
+        data["train"] = absolute(data["train"])
+    if isinstance(data.get("heldout"), Mapping):
+        data["heldout"] = {name: absolute(spec) for name, spec in data["heldout"].items()}
+    return {**layer, "data": data}
 
 
 def validate(config: Mapping[str, Any]) -> None:
@@ -152,6 +212,9 @@ def validate(config: Mapping[str, Any]) -> None:
             f"gkd.gradient_clip must be a gradient norm >= 0 (0 = no clipping), "
             f"got {config['gkd']['gradient_clip']!r}"
         )
+    from puzzle.text_sources import parse_sources
+
+    parse_sources(config["data"])  # the shape of data.train / data.heldout; the files are read by RunInputs
     Scenario(**config["scenario"])  # validates
     for t in config["targets"]:
         parse_target(t)

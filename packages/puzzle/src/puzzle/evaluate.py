@@ -1,6 +1,7 @@
 """Side-by-side evaluation of the parent and its children on the held-out novel, plus measured throughput.
 
-Quality, on the held-out "test" half of Persuasion (never used by the search), per model:
+Quality, on the held-out "test" half of Persuasion (never used by the search), per model (with the user's held-out
+sets, `data.heldout`, these are the first set's, and `heldout: {set: quality}` gives every set's):
     lm_loss, perplexity = exp(lm_loss)        next-token cross-entropy (nats/token)
     top1_accuracy                             argmax == the true next token
     kl                                        KL(p_parent || p_model) per token (0 for the parent itself)
@@ -115,6 +116,40 @@ def evaluate_models(
                 r["predicted_runtime_ms"] / base["predicted_runtime_ms"]
             ) / relative
     return results
+
+
+QUALITY_KEYS = (
+    "lm_loss",
+    "perplexity",
+    "top1_accuracy",
+    "top1_accuracy_retention",
+    "kl",
+    "top1_agreement",
+    "tokens",
+)
+
+
+def add_heldout_sets(
+    results: Mapping[str, dict],
+    models: Mapping[str, nn.Module],
+    parent: nn.Module,
+    first: str,
+    others: Mapping[str, Sequence[torch.Tensor]],
+    *,
+    device: torch.device,
+    progress: bool = True,
+) -> None:
+    """Give every model's record `heldout: {set: quality}`: the first set's from its top-level figures (the ones
+    older readers use), the `others` (set -> test batches) measured here."""
+    per_set = {first: {name: {k: r[k] for k in QUALITY_KEYS if k in r} for name, r in results.items()}}
+    for set_name, batches in others.items():
+        quality = quality_metrics(models, parent, batches, device=device, progress=progress)
+        base = quality["parent"]["top1_accuracy"]
+        for m in quality.values():
+            m["top1_accuracy_retention"] = m["top1_accuracy"] / base if base else math.nan
+        per_set[set_name] = quality
+    for name, r in results.items():
+        r["heldout"] = {set_name: q[name] for set_name, q in per_set.items()}
 
 
 def measure_in_fresh_process(

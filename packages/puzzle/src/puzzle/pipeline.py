@@ -11,7 +11,8 @@
     evaluate  parent and children side by side                     evaluate/evaluate.json
     export    Nemotron-NAS checkpoints for engines                 export/<child>/ (trust_remote_code folder)
 
-A stage's inputs hash covers its config section and the inputs hashes of the stages it reads (`STAGE_INPUTS`), so
+A stage's inputs hash covers its config section, the content hash of the user's text sources when it reads data, and
+the inputs hashes of the stages it reads (`STAGE_INPUTS`), so
 changing e.g. the BLD budget re-runs bld and everything after it, and nothing before. The `measure` hash also holds
 the device name (and the CPU thread count). Trainer settings are in no hash. Long stages cache per item, so a killed
 stage resumes inside itself too. In a multi-process run (DDP/FSDP) every process runs the pipeline; only rank 0 runs
@@ -83,6 +84,8 @@ class Pipeline(RunInputs):
             "config": self.stage_config(stage),
             "upstream": {s: self.inputs_hash(s) for s in STAGE_INPUTS[stage]},
         }
+        if self.data_fingerprint is not None and "data" in STAGE_CONFIG[stage]:
+            out["data"] = self.data_fingerprint  # the user's text by content: an edited file is new input
         if stage == "measure":  # timings belong to the hardware and, on a CPU, to the thread count
             out["device"] = device_name(self.device)
             if self.device.type == "cpu":

@@ -1,5 +1,5 @@
 """What the stages of one Puzzle run share, loaded once: the config, the run folder (bound to the parent), the
-device, the parent and its tokenizer, the Austen data, the Lightning Trainer settings and the search space."""
+device, the parent and its tokenizer, the data (Austen or the user's text), the Lightning Trainer settings and the search space."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from effinfer_core.run_folder import RunFolder
 from effinfer_core.trainer import TrainerFlags
 from puzzle.block_config import AttentionConfig, BlockConfig, FFNConfig
 from puzzle.costs import Scenario
-from puzzle.data import AustenDataModule
+from puzzle.data import TextDataModule
 
 
 def lightning_rank() -> int:
@@ -58,12 +58,14 @@ class RunInputs:
         if not self.is_main:  # rank 0 reports for all
             self.log = lambda msg: None
         self._parent: tuple[Any, Any] | None = None
-        self._datamodule: AustenDataModule | None = None
+        self._datamodule: TextDataModule | None = None
         self.parent_path = Path(self.config["parent"] or _default_parent(self.config["data_dir"]))
         self.parent_config = decilm_config_from_parent(self.parent_path)  # NotLlamaFamilyError early
         self.space = SearchSpace.from_dict(dict(self.config["search_space"]))
         self.space.validate(self.parent_config)  # SearchSpaceError early
         self.fingerprint = parent_fingerprint(self.parent_path)
+        # the user's text is read, checked and tokenised now, so that a bad source stops the run before any stage
+        self.data_fingerprint: str | None = self._load_user_data()
         if self.is_main:
             self.run.bind("parent", self.parent_path, self.fingerprint)
 
@@ -80,20 +82,44 @@ class RunInputs:
             self._parent = (cast(nn.Module, model).to(self.device).eval(), tokenizer)
         return self._parent
 
-    def datamodule(self) -> AustenDataModule:
+    def datamodule(self) -> TextDataModule:
         if self._datamodule is None:
-            data = self.config["data"]
-            self._datamodule = AustenDataModule(
-                self.parent()[1],
-                seq_len=data["seq_len"],
-                batch_size=data["batch_size"],
-                texts=self.texts,
-                data_dir=self.config["data_dir"],
-                cache_dir=self.run.stage_dir("tokens"),
-                seed=self.config["seed"],
-            )
+            self._datamodule = self._make_datamodule(self.parent()[1])
             self._datamodule.setup()
         return self._datamodule
+
+    def _make_datamodule(self, tokenizer: Any) -> TextDataModule:
+        from puzzle.text_sources import parse_sources
+
+        data = self.config["data"]
+        train, heldout = parse_sources(data)
+        return TextDataModule(
+            tokenizer,
+            seq_len=data["seq_len"],
+            batch_size=data["batch_size"],
+            texts=self.texts,
+            data_dir=self.config["data_dir"],
+            cache_dir=self.run.path("tokens"),
+            seed=self.config["seed"],
+            train_source=train.resolved() if train else None,
+            heldout_sources={name: s.resolved() for name, s in heldout.items()},
+            score_on=data.get("score_on"),
+        )
+
+    def _load_user_data(self) -> str | None:
+        """The content hash of the config's text sources (None: Austen only), after reading and checking them."""
+        from transformers import AutoTokenizer
+
+        from puzzle.text_sources import sources_key
+
+        if "train" not in self.config["data"] and "heldout" not in self.config["data"]:
+            return None  # Austen: read on first use, as before
+        tokenizer = AutoTokenizer.from_pretrained(self.parent_path)  # the model itself is not needed yet
+        dm = self._make_datamodule(tokenizer)
+        dm.setup()
+        self._datamodule = dm
+        sources = [*([dm.train_source] if dm.train_source else []), *dm.heldout_sources.values()]
+        return sources_key(tokenizer, sources)
 
     def trainer_kwargs(self, progress_prefix: str | None = None) -> dict[str, Any]:
         """Lightning Trainer settings; without progress bars, log lines of progress headed `progress_prefix`."""

@@ -24,6 +24,8 @@ def run(pipe: Pipeline, h: str) -> dict[str, Any]:
         )
     pipe.run.write_json("evaluate/evaluate.json", results)
     pipe.log(format_results(results))
+    if any("heldout" in r for r in results.values()):
+        pipe.log(format_heldout(results))
     return {}
 
 
@@ -53,7 +55,7 @@ def evaluate_children(pipe: Pipeline, stage: str, names: Sequence[str]) -> dict[
         iters=ecfg["iters"],
     )
     children = {name: pipe.load_child(stage, name) for name in names}
-    return evaluate_models(
+    results = evaluate_models(
         children,
         parent,
         batches,
@@ -63,6 +65,38 @@ def evaluate_children(pipe: Pipeline, stage: str, names: Sequence[str]) -> dict[
         progress=pipe.progress,
         costs=costs,
     )
+    if "heldout" in pipe.config["data"]:  # the user's held-out sets, each reported on its own
+        from puzzle.evaluate import add_heldout_sets
+
+        dm = pipe.datamodule()
+        first, *others = dm.heldout_names
+        add_heldout_sets(
+            results,
+            {"parent": parent, **children},
+            parent,
+            first,
+            {name: dm.heldout_batches("test", ecfg["tokens"], name) for name in others},
+            device=pipe.device,
+            progress=pipe.progress,
+        )
+    return results
+
+
+def format_heldout(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """One table per held-out set: each model's quality on that set's test half."""
+    sets = next(iter(results.values()))["heldout"]
+    tables = []
+    for set_name in sets:
+        lines = [f"held-out set {set_name!r} ({sets[set_name]['tokens']} tokens)"]
+        lines.append(f"{'model':<22}{'top1 acc':>9}{'retain':>8}{'agree':>7}{'KL':>8}{'ppl':>9}")
+        for name, r in results.items():
+            q = r["heldout"][set_name]
+            lines.append(
+                f"{name:<22}{q['top1_accuracy']:>9.4f}{q['top1_accuracy_retention']:>8.3f}"
+                f"{q['top1_agreement']:>7.3f}{q['kl']:>8.4f}{q['perplexity']:>9.2f}"
+            )
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
 
 
 def format_results(results: Mapping[str, Mapping[str, float]]) -> str:
