@@ -17,6 +17,7 @@ COST_COLUMNS = [
     ("tokens_per_s", "tokens/s", "{:.4g}"),
     ("latency_p50_ms", "p50 ms", "{:.3g}"),
     ("latency_p90_ms", "p90 ms", "{:.3g}"),
+    ("latency_max_ms", "max ms", "{:.3g}"),
     ("peak_mem_mb", "peak MiB", "{:.4g}"),
     ("flops_per_sample", "GFLOP/sample", "{:.4g}"),
     ("params", "params (M)", "{:.4g}"),
@@ -24,6 +25,14 @@ COST_COLUMNS = [
     ("dtype", "dtype", "{}"),
 ]
 _SCALE = {"flops_per_sample": 1e-9, "params": 1e-6}
+# (extra key, column title, format): what a method records beside quality and cost that a reader must see, shown
+# when any record of the task has it (Puzzle: measured speed-up against its target, and the cost model's error)
+EXTRA_COLUMNS = [
+    ("speedup", "speed-up", "{:.3f}x"),
+    ("target_speedup", "target", "{:.3g}x"),
+    ("predicted_over_measured", "pred/meas", "{:.3f}"),
+    ("missed_target", "missed target", "{}"),
+]
 
 
 def latest_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -63,15 +72,43 @@ def _fmt(value: Any, fmt: str, key: str) -> str:
 def _table(records: list[dict[str, Any]]) -> list[str]:
     quality_keys = sorted({k for r in records for k in r["quality"]})
     cost_cols = [c for c in COST_COLUMNS if any(c[0] in r["cost"] for r in records)]
-    head = ["variant", "data", *quality_keys, *[c[1] for c in cost_cols], "device"]
+    extra_cols = [c for c in EXTRA_COLUMNS if any(r["extra"].get(c[0]) is not None for r in records)]
+    head = [
+        "variant",
+        "data",
+        *quality_keys,
+        *[c[1] for c in cost_cols],
+        *[c[1] for c in extra_cols],
+        "device",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
         cells = [r["variant"], r["data"]]
         cells += [_fmt(r["quality"].get(k), "{:.4g}", k) for k in quality_keys]
         cells += [_fmt(r["cost"].get(key), fmt, key) for key, _, fmt in cost_cols]
+        cells += [_extra_cell(r["extra"], key, fmt) for key, _, fmt in extra_cols]
         cells.append(f"{r['device'].get('name', '')} ({r['device'].get('threads', '?')} thr)")
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return lines
+
+
+def _extra_cell(extra: dict[str, Any], key: str, fmt: str) -> str:
+    value = extra.get(key)
+    if key == "missed_target" and value is not None:
+        return "**MISSED**" if value else "no"
+    return _fmt(value, fmt, key)
+
+
+def missed_targets(records: list[dict[str, Any]]) -> list[str]:
+    """One warning line per record whose measured speed-up fell short of its target beyond what its method's
+    cost model promises (the method sets ``extra.missed_target``)."""
+    return [
+        f"**Warning: {r['variant']} missed its speed target**: measured {r['extra']['speedup']:.2f}x against "
+        f"{r['extra']['target_speedup']:.2f}x (predicted/measured {r['extra'].get('predicted_over_measured', float('nan')):.2f}); "
+        "its costs were probably timed on a busy machine. Do not take it for a child at its target."
+        for r in records
+        if r["extra"].get("missed_target")
+    ]
 
 
 def _axes(record: dict[str, Any]) -> tuple:
@@ -206,6 +243,9 @@ def write_report(results_path: Path, out_dir: Path, claims: dict[str, Claim] | N
         if _plot(task, recs, out_dir / f"{task}.png", _companions(task, recs, latest)):
             lines += [f"![{task}]({task}.png)", ""]
         lines += _table(recs) + [""]
+        warnings = missed_targets(recs)
+        if warnings:
+            lines += [*warnings, ""]
     lines += [
         "How to read: each row is one variant measured with the shared yardstick (benchmarks/yardstick.py): "
         "latency is one synchronised call on one batch after warm-up; samples/s = batch x calls / time; "

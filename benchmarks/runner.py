@@ -14,11 +14,13 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 from benchmarks.registry import PROFILES, Task, TaskContext
 from benchmarks.results import append_record, make_record
 from benchmarks.yardstick import calibrate, select_device, set_threads
 from effinfer_core.atomic import write_atomic
+from effinfer_core.machine import sample_load
 from effinfer_core.progress import library_output_to
 
 DEFAULT_RESULTS = Path("results/results.jsonl")
@@ -65,6 +67,12 @@ def _run_tasks(
     work = (Path(work_root) if work_root else results_path.parent / "work") / profile
     dev = select_device(device)
     n_threads = set_threads(threads)
+    if dev.type == "cpu":  # said before anything is timed: a busy machine distorts every figure of the run
+        load = sample_load(n_threads)
+        print(
+            f"{load.describe()}" + (f"; timings will be distorted: {load.advice()}" if load.busy else ""),
+            file=sys.stderr,
+        )
     calibration = calibrate(dev)
     print(
         f"device {dev} ({calibration.device_name}), {n_threads} threads: GEMM peak fp32 "
@@ -72,7 +80,9 @@ def _run_tasks(
         f"library messages go to {log_file}",
         file=sys.stderr,
     )
-    device_info = {"type": dev.type, "name": calibration.device_name, "threads": n_threads}
+    device_info: dict[str, Any] = {"type": dev.type, "name": calibration.device_name, "threads": n_threads}
+    if dev.type == "cpu":
+        device_info["busy_cores_at_start"] = round(load.others, 2)  # other processes' load when the run began
     append_record(
         results_path,
         make_record(

@@ -158,7 +158,9 @@ class LPBound:
         solution = self.highs.getSolution()
         y = np.asarray(solution.row_dual)
         avail = self.problem.available
-        reduced = np.where(avail, _lower_is_better(self.problem), 0.0) - y[:layers, None]  # finite; masked below
+        reduced = (
+            np.where(avail, _lower_is_better(self.problem), 0.0) - y[:layers, None]
+        )  # finite; masked below
         for r, m in enumerate(self.bounded):
             reduced = reduced - y[layers + r] * np.where(avail, self.problem.costs[m], 0.0) / self.scale[m]
         x = np.zeros(reduced.shape)
