@@ -114,6 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
                 help="distil only these children now (e.g. one per machine); the stage is done when a "
                 "later `puzzle gkd` finds every child distilled",
             )
+        if stage == "search":
+            p.add_argument(
+                "--sweep",
+                action="store_true",
+                help="instead of the stage: the Pareto front over a range of runtime budgets (needs score and "
+                "measure; writes search/sweep.json, search/pareto.md, search/pareto.png; marks nothing done)",
+            )
+            p.add_argument(
+                "--budgets",
+                default="0.40:0.90:0.02",
+                metavar="START:STOP:STEP",
+                help="with --sweep: runtime budgets as fractions of the parent's measured runtime (STOP included)",
+            )
     for name, (module, help_text) in TOOLS.items():
         tool = importlib.import_module(module)
         p = sub.add_parser(name, help=help_text, description=(tool.__doc__ or help_text).split("\n")[0])
@@ -195,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args)
         if args.command in TOOLS:
             return importlib.import_module(TOOLS[args.command][0]).main(args)
+        if getattr(args, "sweep", False):  # a bad range fails before the run folder is opened
+            from puzzle.pareto import parse_budgets
+
+            parse_budgets(args.budgets)
         pipe = _pipeline(args)
         if args.command == "run":
             stages = STAGES[: STAGES.index(args.until) + 1] if args.until else STAGES
@@ -206,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
             from puzzle.stages.gkd import distil
 
             distil(pipe, args.children)
+        elif getattr(args, "sweep", False):
+            from puzzle.pareto import main as sweep_main
+
+            sweep_main(pipe, args.budgets)
         else:
             pipe.run_stage(args.command)
     except _known_errors() as e:
