@@ -240,7 +240,10 @@ def solve(
 
 
 def _fits(
-    problem: SearchProblem, choice: Sequence[int], budgets: Mapping[str, float], minimums: Mapping[str, float]
+    problem: SearchProblem,
+    choice: Sequence[int] | np.ndarray,
+    budgets: Mapping[str, float],
+    minimums: Mapping[str, float],
 ) -> bool:
     rows = np.arange(problem.num_layers)
     c = np.asarray(choice)
